@@ -1,0 +1,140 @@
+// Builds the service from a Config. The only place that knows the order of plugins and routes.
+import { randomUUID } from 'node:crypto'
+import cookie from '@fastify/cookie'
+import cors, { type FastifyCorsOptions } from '@fastify/cors'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
+import { pino } from 'pino'
+import type { Config } from './config.ts'
+import authPlugin from './plugins/auth.ts'
+import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
+import errorsPlugin, { clientErrorHandler, frameworkErrors, ProblemError } from './plugins/errors.ts'
+import redisPlugin from './plugins/redis.ts'
+import securityHeaders from './plugins/security-headers.ts'
+import sessionsPlugin from './plugins/sessions.ts'
+import authRoutes, { AUTH_PREFIX } from './routes/auth.ts'
+import healthRoutes from './routes/health.ts'
+import { normalizeEmail, ProblemSchema, ReadinessProblemSchema } from './schema/common.ts'
+import { SessionSchema } from './schema/auth.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export interface BuildOptions {
+  /** The pino logger to use; by default one is made from LOG_LEVEL. */
+  logger?: FastifyBaseLogger
+  db?: DbPluginOptions
+}
+
+export const BODY_LIMIT = 1_048_576
+
+// Secrets never reach the logs, whatever a future serializer includes.
+export const LOG_REDACT = [
+  'req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]',
+  '*.password', '*.current_password', '*.new_password', '*.refresh_token', '*.access_token', '*.token'
+]
+
+// API.md §2.5. @fastify/cors is asked per request because the contract differs from its
+// defaults: a non-preflight OPTIONS is a 404, credentials are never sent in wildcard mode, an
+// unlisted origin gets no CORS headers at all, and `Vary: Origin` is always sent.
+function corsFor (config: Config) {
+  const shared = {
+    methods: 'GET, POST, DELETE, OPTIONS',
+    allowedHeaders: 'Authorization, Content-Type',
+    strictPreflight: false
+  }
+  return (request: FastifyRequest, callback: (error: Error | null, options: FastifyCorsOptions) => void) => {
+    const origin = request.headers.origin
+    const isPreflight = request.method === 'OPTIONS' && request.headers['access-control-request-method'] !== undefined
+    if (origin === undefined || (request.method === 'OPTIONS' && !isPreflight)) return callback(null, { origin: false })
+    const listed = config.CORS_ORIGINS !== '*' && config.CORS_ORIGINS.includes(origin)
+    if (config.CORS_ORIGINS === '*' || listed) {
+      return callback(null, {
+        ...shared,
+        origin: listed ? origin : '*',
+        credentials: listed,
+        exposedHeaders: 'Retry-After, WWW-Authenticate'
+      })
+    }
+    // Unlisted: preflights still get their 204, with no Allow-Origin/Credentials/Expose headers.
+    callback(null, { ...shared, origin: config.CORS_ORIGINS, credentials: false })
+  }
+}
+
+// The `email` format is our normaliser (API.md §3.1), so validation and storage agree.
+function addEmailFormat (ajv: { addFormat (name: string, format: { type: 'string', validate (s: string): boolean }): unknown }) {
+  ajv.addFormat('email', { type: 'string', validate: (s) => normalizeEmail(s) !== null })
+  return ajv
+}
+
+export function createLogger (level: string): FastifyBaseLogger {
+  return pino({ level, redact: { paths: LOG_REDACT, censor: '[redacted]' } })
+}
+
+export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: options.logger ?? createLogger(config.LOG_LEVEL),
+    genReqId: () => randomUUID(),
+    // A hop count is valid at run time; Fastify's types omit it.
+    trustProxy: config.TRUST_PROXY as boolean | string[],
+    bodyLimit: BODY_LIMIT,
+    // Route long ids to the handler so it can answer 414 (API.md §5.11) instead of a 404;
+    // Node's 16 KiB header limit (431) bounds the URL before this does.
+    routerOptions: { maxParamLength: 16_384 },
+    // Timeouts in one place: a slow client gets 408, a hung one is cut off.
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    keepAliveTimeout: 72_000,
+    // Requests arriving during shutdown get our own 503 problem document (hook below).
+    return503OnClosing: false,
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false },
+      plugins: [addEmailFormat as never]
+    },
+    frameworkErrors,
+    clientErrorHandler
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.decorate('config', config)
+  app.addSchema(ProblemSchema)
+  app.addSchema(ReadinessProblemSchema)
+  app.addSchema(SessionSchema)
+
+  await app.register(errorsPlugin)
+  await app.register(securityHeaders)
+
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onRequest', async (request, reply) => {
+    // Fastify has already set `Connection: close` on requests that arrive while closing.
+    if (closing) throw new ProblemError('service_unavailable', { detail: 'The service is shutting down.' })
+    if (request.url.startsWith(AUTH_PREFIX)) reply.header('cache-control', 'no-store')
+  })
+
+  await app.register(cors, { delegator: corsFor(config) })
+  await app.register(cookie)
+
+  // JSON only (API.md §2.1): every other media type is a 415, and an empty JSON body is `{}`.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    if (body === '') return done(null, {})
+    try {
+      done(null, JSON.parse(body as string))
+    } catch {
+      done(new ProblemError('malformed_json'), undefined)
+    }
+  })
+
+  await app.register(dbPlugin, options.db ?? {})
+  await app.register(redisPlugin)
+  await app.register(sessionsPlugin)
+  await app.register(authPlugin)
+
+  await app.register(healthRoutes)
+  await app.register(authRoutes, { prefix: AUTH_PREFIX })
+
+  return app
+}

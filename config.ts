@@ -1,0 +1,212 @@
+// Every setting of the service, parsed and validated in one place (API.md §1.2).
+// The table below is the only definition: the Config type is derived from it, and error
+// messages name the variable and the rule, never the value of a secret.
+import { randomBytes } from 'node:crypto'
+import { isIP } from 'node:net'
+
+export class ConfigError extends Error {}
+
+interface Setting<T> {
+  parse (raw: string | undefined, name: string): T
+}
+
+function fail (name: string, rule: string): never {
+  throw new ConfigError(`Invalid setting ${name}: ${rule}`)
+}
+
+const blank = (raw: string | undefined): raw is undefined => raw === undefined || raw.trim() === ''
+
+function int (fallback: number, min: number, max: number): Setting<number> {
+  return {
+    parse (raw, name) {
+      if (blank(raw)) return fallback
+      const text = raw.trim()
+      const value = Number(text)
+      if (!/^\d+$/.test(text) || value < min || value > max) fail(name, `must be an integer from ${min} to ${max}`)
+      return value
+    }
+  }
+}
+
+const TRUE = new Set(['true', '1', 'yes', 'on'])
+const FALSE = new Set(['false', '0', 'no', 'off'])
+
+function parseBool (raw: string, name: string): boolean {
+  const text = raw.trim().toLowerCase()
+  if (TRUE.has(text)) return true
+  if (FALSE.has(text)) return false
+  return fail(name, 'must be one of true/false/1/0/yes/no/on/off')
+}
+
+function bool (fallback: boolean): Setting<boolean> {
+  return { parse: (raw, name) => blank(raw) ? fallback : parseBool(raw, name) }
+}
+
+function text (fallback: string): Setting<string> {
+  return { parse: (raw) => blank(raw) ? fallback : raw.trim() }
+}
+
+function optionalText (): Setting<string | undefined> {
+  return { parse: (raw) => blank(raw) ? undefined : raw.trim() }
+}
+
+function oneOf<const T extends string> (values: readonly T[], fallback: T): Setting<T> {
+  return {
+    parse (raw, name) {
+      if (blank(raw)) return fallback
+      const found = values.find((v) => v.toLowerCase() === raw.trim().toLowerCase())
+      return found ?? fail(name, `must be one of ${values.join(', ')}`)
+    }
+  }
+}
+
+// The FastAPI version's SQLAlchemy URL (postgresql+asyncpg://) names the same database.
+const databaseUrl: Setting<string | undefined> = {
+  parse (raw, name) {
+    if (blank(raw)) return undefined
+    const url = raw.trim().replace(/^postgresql\+asyncpg:\/\//i, 'postgresql://')
+    if (!/^postgres(ql)?:\/\/./i.test(url)) fail(name, 'must be a postgres:// or postgresql:// URL')
+    try {
+      // eslint-disable-next-line no-new
+      new URL(url)
+    } catch {
+      fail(name, 'is not a valid URL')
+    }
+    return url
+  }
+}
+
+const redisUrl: Setting<string | undefined> = {
+  parse (raw, name) {
+    if (blank(raw)) return undefined
+    const url = raw.trim()
+    if (!/^rediss?:\/\/./i.test(url)) fail(name, 'must be a redis:// or rediss:// URL')
+    return url
+  }
+}
+
+// `*`, or exact serialised origins compared by string equality (API.md §2.5).
+const corsOrigins: Setting<'*' | string[]> = {
+  parse (raw, name) {
+    if (blank(raw) || raw.trim() === '*') return '*'
+    const entries = raw.split(',').map((e) => e.trim()).filter((e) => e !== '')
+    for (const entry of entries) {
+      let origin = ''
+      try {
+        origin = new URL(entry).origin
+      } catch {}
+      if (origin !== entry || !/^https?:\/\//.test(entry)) {
+        fail(name, `entry "${entry}" is not an origin of the form scheme://host[:port] (no path, no trailing slash)`)
+      }
+    }
+    if (entries.length === 0) fail(name, 'must be * or a comma-separated list of origins')
+    return entries
+  }
+}
+
+// Fastify's trustProxy: a boolean, a hop count, or a list of addresses and CIDR ranges.
+const trustProxy: Setting<boolean | number | string[]> = {
+  parse (raw, name) {
+    if (blank(raw)) return false
+    const value = raw.trim()
+    if (/^\d+$/.test(value)) return Number(value)
+    if (TRUE.has(value.toLowerCase()) || FALSE.has(value.toLowerCase())) return parseBool(value, name)
+    const entries = value.split(',').map((e) => e.trim()).filter((e) => e !== '')
+    for (const entry of entries) {
+      const [address = '', prefix, ...rest] = entry.split('/')
+      const family = isIP(address)
+      const maxPrefix = family === 6 ? 128 : 32
+      const prefixOk = prefix === undefined || (/^\d+$/.test(prefix) && Number(prefix) <= maxPrefix)
+      if (family === 0 || !prefixOk || rest.length > 0) {
+        fail(name, `entry "${entry}" must be true, false, a hop count, or IP addresses/CIDR ranges`)
+      }
+    }
+    return entries
+  }
+}
+
+const settings = {
+  PORT: int(8000, 1, 65535),
+  HOST: text('0.0.0.0'),
+  APP_ENV: oneOf(['dev', 'prod'], 'dev'),
+  DATABASE_URL: databaseUrl,
+  MIGRATE_ON_START: bool(true),
+  REDIS_URL: redisUrl,
+  REDIS_KEY_PREFIX: text('auth:'),
+  JWT_SECRET: optionalText(),
+  JWT_ALG: oneOf(['HS256'], 'HS256'),
+  JWT_ISSUER: text('auth-api'),
+  JWT_AUDIENCE: text('api'),
+  ACCESS_MIN: int(15, 1, 1440),
+  REFRESH_DAYS: int(14, 1, 365),
+  SESSION_MAX_DAYS: int(90, 1, 365),
+  MAX_SESSIONS_PER_USER: int(50, 1, 1000),
+  REFRESH_IN_COOKIE: bool(true),
+  REFRESH_GRACE_SECONDS: int(10, 1, 60),
+  CORS_ORIGINS: corsOrigins,
+  TRUST_PROXY: trustProxy,
+  LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info')
+} satisfies Record<string, Setting<unknown>>
+
+type Parsed = { [K in keyof typeof settings]: ReturnType<(typeof settings)[K]['parse']> }
+
+export type Config = Omit<Parsed, 'JWT_SECRET' | 'DATABASE_URL' | 'REDIS_URL'> & {
+  JWT_SECRET: string
+  DATABASE_URL: string
+  REDIS_URL: string
+}
+
+export const SETTING_NAMES = Object.keys(settings) as ReadonlyArray<keyof typeof settings>
+
+const MIN_SECRET_LENGTH = 32
+
+/**
+ * Parses an environment object into a Config. Throws ConfigError naming the first invalid
+ * variable; returns the start-up warnings for the caller to log.
+ */
+export function parseConfig (env: Record<string, string | undefined>): { config: Config, warnings: string[] } {
+  const parsed = Object.fromEntries(
+    SETTING_NAMES.map((name) => [name, settings[name].parse(env[name], name)])
+  ) as Parsed
+  const warnings: string[] = []
+  const prod = parsed.APP_ENV === 'prod'
+
+  let secret = parsed.JWT_SECRET
+  if (secret === undefined) {
+    if (prod) throw new ConfigError('JWT_SECRET is required when APP_ENV=prod (at least 32 characters)')
+    secret = randomBytes(32).toString('base64url')
+    warnings.push('JWT_SECRET is not set: using a random secret for this process only; every restart logs all users out. Set JWT_SECRET to keep sessions across restarts.')
+  } else if ([...secret].length < MIN_SECRET_LENGTH) {
+    if (prod) throw new ConfigError(`Invalid setting JWT_SECRET: must be at least ${MIN_SECRET_LENGTH} characters when APP_ENV=prod`)
+    warnings.push(`JWT_SECRET is shorter than ${MIN_SECRET_LENGTH} characters; this is refused under APP_ENV=prod.`)
+  }
+
+  if (parsed.DATABASE_URL === undefined) {
+    throw new ConfigError('DATABASE_URL is required: a postgres:// URL of the database that holds the users')
+  }
+  if (parsed.REDIS_URL === undefined) {
+    throw new ConfigError('REDIS_URL is required: a redis:// URL of the session store')
+  }
+  if (parsed.SESSION_MAX_DAYS < parsed.REFRESH_DAYS) {
+    warnings.push('SESSION_MAX_DAYS is below REFRESH_DAYS: every session ends after SESSION_MAX_DAYS.')
+  }
+  if (prod && parsed.CORS_ORIGINS === '*') {
+    warnings.push('CORS_ORIGINS=* under APP_ENV=prod: any web page may call this API with a Bearer token. List your origins.')
+  }
+
+  return {
+    config: { ...parsed, JWT_SECRET: secret, DATABASE_URL: parsed.DATABASE_URL, REDIS_URL: parsed.REDIS_URL },
+    warnings
+  }
+}
+
+/** A URL with its password removed, for logs and error messages. */
+export function redactUrl (url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password !== '') u.password = '***'
+    return u.toString()
+  } catch {
+    return '(unparsable URL)'
+  }
+}

@@ -1,0 +1,119 @@
+// Decorates `passwords` (argon2id), `accessTokens` (JWT issuing), `refreshKey` (K_refresh of
+// API.md §6) and the `authenticate` preHandler, which sets `request.principal`.
+import { randomBytes, randomUUID } from 'node:crypto'
+import fastifyJwt from '@fastify/jwt'
+import argon2 from 'argon2'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { deriveRefreshKey } from '../sessions/refresh-token.ts'
+import { ProblemError } from './errors.ts'
+
+export interface Principal {
+  userId: string
+  sessionId: string
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    passwords: {
+      hash (password: string): Promise<string>
+      /** Verifies against `hash`, or, when there is no user, against a dummy hash of the same cost. */
+      verify (hash: string | null, password: string): Promise<boolean>
+    }
+    accessTokens: { issue (principal: Principal): { token: string, expiresIn: number } }
+    refreshKey: Buffer
+    authenticate (request: FastifyRequest): Promise<void>
+  }
+  interface FastifyRequest {
+    principal: Principal | null
+  }
+}
+
+declare module '@fastify/jwt' {
+  interface FastifyJWT {
+    payload: { sub: string, sid: string, jti: string }
+  }
+}
+
+// OWASP's argon2id minimum (m = 19 MiB, t = 2, p = 1), API.md §9. argon2 hashes on the libuv
+// thread pool, off the event loop.
+const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19 * 1024, timeCost: 2, parallelism: 1 } as const
+
+// NIST SP 800-63B: compare passwords in NFKC so that equivalent input always matches.
+const normalizePassword = (password: string) => password.normalize('NFKC')
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+// RFC 6750 §2.1: the scheme (case-insensitive), one space, a non-empty token; nothing after it.
+const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i
+
+async function authPlugin (app: FastifyInstance): Promise<void> {
+  const { config } = app
+  const accessSeconds = config.ACCESS_MIN * 60
+
+  const dummyHash = await argon2.hash(randomBytes(32).toString('base64url'), ARGON2_OPTIONS)
+  app.decorate('passwords', {
+    hash: (password: string) => argon2.hash(normalizePassword(password), ARGON2_OPTIONS),
+    async verify (hash: string | null, password: string) {
+      const ok = await argon2.verify(hash ?? dummyHash, normalizePassword(password))
+      return hash !== null && ok
+    }
+  })
+
+  // The defaults of @fastify/jwt and fast-jwt would accept tokens API.md §4.1 rejects: pin the
+  // algorithm, require every claim, check iss/aud/typ. The key is fixed, so header hints
+  // (kid, jwk, jku) are never used to find one.
+  await app.register(fastifyJwt, {
+    secret: config.JWT_SECRET,
+    sign: {
+      algorithm: 'HS256',
+      iss: config.JWT_ISSUER,
+      aud: config.JWT_AUDIENCE,
+      expiresIn: accessSeconds,
+      header: { alg: 'HS256', typ: 'at+jwt' }
+    },
+    verify: {
+      algorithms: ['HS256'],
+      allowedIss: config.JWT_ISSUER,
+      allowedAud: config.JWT_AUDIENCE,
+      requiredClaims: ['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp'],
+      checkTyp: 'at+jwt'
+    }
+  })
+
+  app.decorate('accessTokens', {
+    issue: (principal: Principal) => ({
+      token: app.jwt.sign({ sub: principal.userId, sid: principal.sessionId, jti: randomUUID() }),
+      expiresIn: accessSeconds
+    })
+  })
+  app.decorate('refreshKey', deriveRefreshKey(config.JWT_SECRET))
+
+  app.decorateRequest('principal', null)
+  app.decorate('authenticate', async function authenticate (request: FastifyRequest) {
+    const header = request.headers.authorization
+    const rejected = () => new ProblemError('invalid_token', {
+      headers: { 'www-authenticate': header === undefined ? 'Bearer realm="api"' : 'Bearer realm="api", error="invalid_token"' }
+    })
+    const token = header?.match(BEARER)?.[1]
+    if (token === undefined) throw rejected()
+
+    // Signature and claims first: a forged or expired token costs no store access.
+    let claims: { sub?: unknown, sid?: unknown, jti?: unknown }
+    try {
+      claims = app.jwt.verify(token)
+    } catch {
+      throw rejected()
+    }
+    const { sub, sid, jti } = claims
+    if (typeof sub !== 'string' || !UUID.test(sub) || typeof sid !== 'string' || !UUID.test(sid) ||
+        typeof jti !== 'string' || jti === '') {
+      throw rejected()
+    }
+    // Liveness of the session makes logout and revocation end access tokens at once.
+    if (!await app.sessions.isAlive(sub, sid)) throw rejected()
+    request.principal = { userId: sub, sessionId: sid }
+  })
+}
+
+export default fp(authPlugin, { name: 'auth', fastify: '5.x', decorators: { fastify: ['config'] }, dependencies: ['sessions'] })

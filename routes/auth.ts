@@ -1,0 +1,256 @@
+// The /api/v1/auth routes (API.md §5.4–5.11): signup, login, me, refresh, logout, logout-all,
+// and the caller's device sessions.
+import { randomUUID } from 'node:crypto'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
+import type { User } from '../db/schema.ts'
+import { ProblemError } from '../plugins/errors.ts'
+import {
+  EmptyBodySchema, LoginBodySchema, LoginResponseSchema, RefreshBodySchema, RefreshResponseSchema,
+  SessionListSchema, SessionParamsSchema, SignupBodySchema, UserSchema, type UserBody
+} from '../schema/auth.ts'
+import { normalizeEmail, problemResponses } from '../schema/common.ts'
+import { hashRefreshToken, mintRefreshToken, parseRefreshToken, successorOf } from '../sessions/refresh-token.ts'
+
+export const AUTH_PREFIX = '/api/v1/auth'
+const REFRESH_COOKIE = 'refresh_token'
+const MAX_SESSION_ID_LENGTH = 1024
+const MAX_USER_AGENT_LENGTH = 512
+
+const NoContent = Type.Null({ description: 'No content' })
+const bearer = [{ bearerAuth: [] }]
+
+function userBody (user: User): UserBody {
+  return { id: user.id, email: user.email, name: user.name, created_at: user.createdAt.toISOString() }
+}
+
+function truncate (text: string | undefined, max: number): string | null {
+  if (text === undefined) return null
+  const codePoints = [...text]
+  return codePoints.length > max ? codePoints.slice(0, max).join('') : text
+}
+
+// Refresh, logout and logout-all also accept a request without a body (API.md §2.1).
+async function bodyIsOptional (request: FastifyRequest): Promise<void> {
+  if (request.body === undefined) (request as { body: unknown }).body = {}
+}
+
+const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { config } = app
+  const cookieAttributes = {
+    path: AUTH_PREFIX,
+    httpOnly: true,
+    sameSite: 'strict',
+    secure: config.APP_ENV === 'prod'
+  } as const
+
+  function setRefreshCookie (reply: FastifyReply, token: string, ttlMs: number): void {
+    if (!config.REFRESH_IN_COOKIE) return
+    reply.setCookie(REFRESH_COOKIE, token, { ...cookieAttributes, maxAge: Math.round(ttlMs / 1000), expires: new Date(Date.now() + ttlMs) })
+  }
+
+  function clearRefreshCookie (reply: FastifyReply): void {
+    if (!config.REFRESH_IN_COOKIE) return
+    reply.setCookie(REFRESH_COOKIE, '', { ...cookieAttributes, maxAge: 0, expires: new Date(0) })
+  }
+
+  /** The refresh token of a request: the body's when present, else the cookie's (when enabled). */
+  function presentedRefreshToken (request: FastifyRequest, body: { refresh_token?: string }) {
+    if (body.refresh_token !== undefined) return { token: body.refresh_token, fromBody: true }
+    const cookie = config.REFRESH_IN_COOKIE ? request.cookies[REFRESH_COOKIE] : undefined
+    return { token: cookie || undefined, fromBody: false }
+  }
+
+  function principalOf (request: FastifyRequest) {
+    if (!request.principal) throw new Error('route requires the authenticate preHandler')
+    return request.principal
+  }
+
+  app.post('/signup', {
+    schema: {
+      summary: 'Create an account',
+      description: 'Creates a user. Starts no session: log in afterwards.',
+      tags: ['auth'],
+      body: SignupBodySchema,
+      response: { 201: UserSchema, ...problemResponses(400, 409, 413, 415, 429, 500, 503) }
+    }
+  }, async (request, reply) => {
+    const { password, name } = request.body
+    const email = normalizeEmail(request.body.email)
+    if (email === null) throw new Error('email passed validation but does not normalise')
+    const passwordHash = await app.passwords.hash(password)
+    const user = await app.users.create({ email, name, passwordHash })
+    if (user === null) throw new ProblemError('email_taken')
+    return reply.code(201).send(userBody(user))
+  })
+
+  app.post('/login', {
+    schema: {
+      summary: 'Log in and start a device session',
+      description: 'Returns an access token; the refresh token goes in an HttpOnly cookie, and in the body when asked for.',
+      tags: ['auth'],
+      body: LoginBodySchema,
+      response: { 200: LoginResponseSchema, ...problemResponses(400, 401, 413, 415, 429, 500, 503) }
+    }
+  }, async (request, reply) => {
+    const { password, device_name: deviceName, return_refresh_in_body: refreshInBody } = request.body
+    const email = normalizeEmail(request.body.email) ?? ''
+    const user = await app.users.findByEmail(email)
+    // Unknown email or wrong password: the same work, answer and timing (API.md §9).
+    const passwordOk = await app.passwords.verify(user?.passwordHash ?? null, password)
+    if (user === null || !passwordOk) throw new ProblemError('invalid_credentials')
+
+    const sessionId = randomUUID()
+    const refreshToken = mintRefreshToken({ userId: user.id, sessionId })
+    // A browser logging in again replaces the session its old cookie belongs to (API.md §7).
+    const { token: oldToken } = presentedRefreshToken(request, {})
+    const old = oldToken === undefined ? null : parseRefreshToken(oldToken)
+    const { ttlMs } = await app.sessions.create({
+      userId: user.id,
+      sessionId,
+      tokenHash: hashRefreshToken(refreshToken),
+      deviceName: deviceName ?? null,
+      userAgent: truncate(request.headers['user-agent'], MAX_USER_AGENT_LENGTH),
+      ip: request.ip ?? null,
+      replaces: old && oldToken && old.userId === user.id ? { sessionId: old.sessionId, tokenHash: hashRefreshToken(oldToken) } : undefined
+    })
+
+    const access = app.accessTokens.issue({ userId: user.id, sessionId })
+    setRefreshCookie(reply, refreshToken, ttlMs)
+    return {
+      access_token: access.token,
+      token_type: 'bearer' as const,
+      expires_in: access.expiresIn,
+      user: { id: user.id, email: user.email, name: user.name },
+      ...(refreshInBody === true || !config.REFRESH_IN_COOKIE ? { refresh_token: refreshToken } : {})
+    }
+  })
+
+  app.get('/me', {
+    preHandler: app.authenticate,
+    schema: {
+      summary: 'The current user',
+      tags: ['auth'],
+      security: bearer,
+      response: { 200: UserSchema, ...problemResponses(401, 429, 500, 503) }
+    }
+  }, async (request) => {
+    const user = await app.users.findById(principalOf(request).userId)
+    if (user === null) throw new ProblemError('invalid_token')
+    return userBody(user)
+  })
+
+  app.post('/refresh', {
+    preValidation: bodyIsOptional,
+    schema: {
+      summary: 'Rotate the refresh token',
+      description: 'Takes the refresh token from the body, else from the cookie. Returns a new access token; the successor refresh token goes in the cookie, and in the body when the token came in the body.',
+      tags: ['auth'],
+      body: RefreshBodySchema,
+      response: { 200: RefreshResponseSchema, ...problemResponses(400, 401, 403, 409, 413, 415, 429, 500, 503) }
+    }
+  }, async (request, reply) => {
+    const { token, fromBody } = presentedRefreshToken(request, request.body)
+    const parts = token === undefined ? null : parseRefreshToken(token)
+    if (token === undefined || parts === null) throw new ProblemError('invalid_refresh_token')
+
+    const successor = successorOf(token, parts, app.refreshKey)
+    const outcome = await app.sessions.rotate(parts.userId, parts.sessionId, hashRefreshToken(token), hashRefreshToken(successor))
+    switch (outcome.kind) {
+      case 'in_progress': throw new ProblemError('refresh_in_progress')
+      case 'reused': throw new ProblemError('refresh_reused')
+      case 'invalid': throw new ProblemError('invalid_refresh_token')
+    }
+    const access = app.accessTokens.issue(parts)
+    setRefreshCookie(reply, successor, outcome.ttlMs)
+    return {
+      access_token: access.token,
+      token_type: 'bearer' as const,
+      expires_in: access.expiresIn,
+      ...(fromBody ? { refresh_token: successor } : {})
+    }
+  })
+
+  app.post('/logout', {
+    preValidation: bodyIsOptional,
+    schema: {
+      summary: 'End this device session',
+      description: 'Ends the session of the presented refresh token (body, else cookie) and clears the cookie. Answers 204 whether or not the token was live.',
+      tags: ['auth'],
+      body: RefreshBodySchema,
+      response: { 204: NoContent, ...problemResponses(400, 403, 413, 415, 429, 500, 503) }
+    }
+  }, async (request, reply) => {
+    const { token } = presentedRefreshToken(request, request.body)
+    const parts = token === undefined ? null : parseRefreshToken(token)
+    if (token !== undefined && parts !== null) {
+      await app.sessions.revokeByToken(parts.userId, parts.sessionId, hashRefreshToken(token))
+    }
+    clearRefreshCookie(reply)
+    return reply.code(204).send(null)
+  })
+
+  app.post('/logout-all', {
+    preValidation: bodyIsOptional,
+    preHandler: app.authenticate,
+    schema: {
+      summary: 'End every session of the user',
+      tags: ['auth'],
+      security: bearer,
+      body: EmptyBodySchema,
+      response: { 204: NoContent, ...problemResponses(400, 401, 413, 415, 429, 500, 503) }
+    }
+  }, async (request, reply) => {
+    await app.sessions.revokeAll(principalOf(request).userId)
+    clearRefreshCookie(reply)
+    return reply.code(204).send(null)
+  })
+
+  app.get('/sessions', {
+    preHandler: app.authenticate,
+    schema: {
+      summary: "The user's live device sessions",
+      tags: ['sessions'],
+      security: bearer,
+      response: { 200: SessionListSchema, ...problemResponses(401, 429, 500, 503) }
+    }
+  }, async (request) => {
+    const principal = principalOf(request)
+    const sessions = await app.sessions.list(principal.userId)
+    return {
+      sessions: sessions.map((s) => ({
+        id: s.id,
+        device_name: s.deviceName,
+        user_agent: s.userAgent,
+        ip: s.ip,
+        created_at: s.createdAt.toISOString(),
+        last_used_at: s.lastUsedAt.toISOString(),
+        expires_at: s.expiresAt.toISOString(),
+        current: s.id === principal.sessionId
+      }))
+    }
+  })
+
+  app.delete('/sessions/:id', {
+    // An over-long id is refused before anything else, like an over-long URL (API.md §2.2).
+    onRequest: async (request) => {
+      const { id } = request.params as { id?: string }
+      if (id !== undefined && id.length > MAX_SESSION_ID_LENGTH) throw new ProblemError('uri_too_long')
+    },
+    preHandler: app.authenticate,
+    schema: {
+      summary: 'End one of the user\'s sessions',
+      tags: ['sessions'],
+      security: bearer,
+      params: SessionParamsSchema,
+      response: { 204: NoContent, ...problemResponses(401, 404, 414, 429, 500, 503) }
+    }
+  }, async (request, reply) => {
+    const ended = await app.sessions.revoke(principalOf(request).userId, request.params.id)
+    if (!ended) throw new ProblemError('session_not_found')
+    return reply.code(204).send(null)
+  })
+}
+
+export default authRoutes

@@ -1,0 +1,46 @@
+// Liveness, readiness and the public key set (API.md §5.1–5.3). None of these is rate limited.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { ProblemError } from '../plugins/errors.ts'
+import { ChecksSchema } from '../schema/common.ts'
+
+const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  // Liveness consults no store: it answers while the database or Redis is down.
+  app.get('/', {
+    schema: {
+      summary: 'Liveness',
+      tags: ['health'],
+      response: { 200: Type.Object({ status: Type.Literal('ready') }) }
+    }
+  }, async () => ({ status: 'ready' as const }))
+
+  app.get('/health/ready', {
+    schema: {
+      summary: 'Readiness: every configured store answers',
+      tags: ['health'],
+      response: {
+        200: Type.Object({ status: Type.Literal('ready'), checks: ChecksSchema }),
+        503: Type.Ref('ReadinessProblem')
+      }
+    }
+  }, async () => {
+    const state = (check: Promise<void>) => check.then(() => 'up' as const, () => 'down' as const)
+    const [postgres, redis] = await Promise.all([state(app.database.ping()), state(app.sessions.ping())])
+    const checks = { postgres, redis }
+    if (postgres === 'down' || redis === 'down') {
+      throw new ProblemError('service_unavailable', { detail: 'A store is not answering.', extra: { checks } })
+    }
+    return { status: 'ready' as const, checks }
+  })
+
+  // Tokens are HS256 (a shared secret): no public key to publish.
+  app.get('/.well-known/jwks.json', {
+    schema: {
+      summary: 'Public keys that verify access tokens',
+      tags: ['health'],
+      response: { 200: Type.Object({ keys: Type.Array(Type.Object({ kid: Type.String() }, { additionalProperties: true })) }) }
+    }
+  }, async () => ({ keys: [] }))
+}
+
+export default healthRoutes

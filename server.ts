@@ -1,0 +1,78 @@
+// Entry point: the only reader of the environment. Reads `.env`, validates the settings,
+// builds the app, listens, and shuts down gracefully (API.md §1.1).
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseEnv } from 'node:util'
+import type { FastifyInstance } from 'fastify'
+import { buildApp, createLogger } from './app.ts'
+import { ConfigError, parseConfig, redactUrl } from './config.ts'
+import { PROJECT_ROOT } from './lib/project-root.ts'
+
+// Process managers may deliver SIGTERM twice (to npm and to node); only this deadline forces
+// an exit, so a repeated signal never cuts a graceful shutdown short.
+const SHUTDOWN_DEADLINE_MS = 9_500
+
+function readEnvironment (): Record<string, string | undefined> {
+  const file = join(PROJECT_ROOT, '.env')
+  const fromFile = existsSync(file) ? parseEnv(readFileSync(file, 'utf8')) : {}
+  return { ...fromFile, ...process.env } // real environment variables win
+}
+
+const env = readEnvironment()
+// Made before the settings are validated, so that even a bad setting is reported as a JSON line.
+const log = createLogger(/^(fatal|error|warn|info|debug|trace|silent)$/i.test(env.LOG_LEVEL ?? '') ? env.LOG_LEVEL!.toLowerCase() : 'info')
+
+let parsed
+try {
+  parsed = parseConfig(env)
+} catch (error) {
+  log.fatal(error instanceof ConfigError ? error.message : 'Invalid settings')
+  process.exit(1)
+}
+const { config, warnings } = parsed
+for (const warning of warnings) log.warn(warning)
+
+let app: FastifyInstance
+try {
+  app = await buildApp(config, { logger: log })
+} catch (error) {
+  // Boot failures name the store, never a password (the messages are ours; see db/database.ts).
+  log.fatal({ reason: error instanceof Error ? error.message : String(error) }, 'Start-up failed')
+  process.exit(1)
+}
+
+let shuttingDown = false
+async function shutdown (signal: NodeJS.Signals): Promise<void> {
+  if (shuttingDown) {
+    log.warn({ signal }, 'Already shutting down; signal ignored')
+    return
+  }
+  shuttingDown = true
+  log.info({ signal }, 'Shutting down: finishing in-flight requests')
+  setTimeout(() => {
+    log.error(`Shutdown did not finish within ${SHUTDOWN_DEADLINE_MS} ms; exiting`)
+    process.exit(1)
+  }, SHUTDOWN_DEADLINE_MS)
+  try {
+    await app.close()
+    log.info('Stopped')
+    process.exit(0)
+  } catch (error) {
+    log.error({ err: error }, 'Error while shutting down')
+    process.exit(1)
+  }
+}
+process.on('SIGTERM', shutdown)
+process.on('SIGINT', shutdown)
+
+try {
+  await app.listen({ host: config.HOST, port: config.PORT })
+} catch (error) {
+  log.fatal({ reason: error instanceof Error ? error.message : String(error) }, `Cannot listen on ${config.HOST}:${config.PORT}`)
+  process.exit(1)
+}
+log.info({
+  address: `http://${config.HOST}:${config.PORT}`,
+  users: app.database.describe,
+  sessions: `Redis at ${redactUrl(config.REDIS_URL)}`
+}, `Listening on http://${config.HOST}:${config.PORT}; users in ${app.database.describe}; sessions in Redis at ${redactUrl(config.REDIS_URL)}`)

@@ -1,0 +1,63 @@
+// The refresh-session store contract (API.md §6, §7), whatever holds the sessions.
+// Times come from the store's own clock so that every instance decides alike.
+
+export interface SessionSettings {
+  /** Idle lifetime, renewed by every rotation (REFRESH_DAYS). */
+  refreshMs: number
+  /** Absolute lifetime from login (SESSION_MAX_DAYS). */
+  maxLifetimeMs: number
+  /** Live sessions per user (MAX_SESSIONS_PER_USER). */
+  maxPerUser: number
+  /** Refresh grace window (REFRESH_GRACE_SECONDS). */
+  graceMs: number
+}
+
+export interface DeviceInfo {
+  deviceName: string | null
+  userAgent: string | null
+  ip: string | null
+}
+
+export interface SessionInfo extends DeviceInfo {
+  id: string
+  createdAt: Date
+  lastUsedAt: Date
+  expiresAt: Date
+}
+
+/** Remaining lifetime of a session, measured on the store's clock. */
+export interface Lifetime {
+  ttlMs: number
+}
+
+export type RotateOutcome =
+  | ({ kind: 'rotated' } & Lifetime) // rule 1: the successor is now current
+  | ({ kind: 'duplicate' } & Lifetime) // rule 2: within the grace window, the same successor again
+  | { kind: 'in_progress' } // rule 2: the successor itself was rotated meanwhile
+  | { kind: 'reused' } // rule 3: previous token after the window; the session is ended
+  | { kind: 'invalid' } // rule 4
+
+export interface NewSession extends DeviceInfo {
+  userId: string
+  sessionId: string
+  tokenHash: string
+  /** A session this login replaces (the browser's old refresh cookie), if its token matches. */
+  replaces?: { sessionId: string, tokenHash: string }
+}
+
+export interface SessionStore {
+  /** Creates a session; ends the least recently used ones beyond the per-user cap, atomically. */
+  create (session: NewSession): Promise<Lifetime>
+  /** Decides rules 1–4 of API.md §6 in one atomic step. */
+  rotate (userId: string, sessionId: string, presentedHash: string, successorHash: string): Promise<RotateOutcome>
+  /** Ends the session when the hash is its current or previous token; false when nothing matched. */
+  revokeByToken (userId: string, sessionId: string, tokenHash: string): Promise<boolean>
+  /** Ends one of the user's sessions; false when it is not a live session of that user. */
+  revoke (userId: string, sessionId: string): Promise<boolean>
+  /** Ends every session of the user. */
+  revokeAll (userId: string): Promise<void>
+  list (userId: string): Promise<SessionInfo[]>
+  isAlive (userId: string, sessionId: string): Promise<boolean>
+  /** Resolves when the store answers within about a second. */
+  ping (): Promise<void>
+}
