@@ -5,6 +5,7 @@ import cors, { type FastifyCorsOptions } from '@fastify/cors'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { pino } from 'pino'
+import ajvFormats from 'ajv-formats'
 import type { Config } from './config.ts'
 import authPlugin from './plugins/auth.ts'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
@@ -92,7 +93,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     return503OnClosing: false,
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false },
-      plugins: [addEmailFormat as never]
+      // ajv-formats first (Fastify would add it last, over our `email`), then our formats.
+      plugins: [ajvFormats as never, addEmailFormat as never]
     },
     frameworkErrors,
     clientErrorHandler

@@ -1,21 +1,17 @@
-// Security headers of every response (API.md §2.3), through @fastify/helmet for routed requests.
-// Responses written before routing (malformed URLs, unreadable requests) bypass hooks, so they
-// get the same contract headers from preRoutingHeaders(), rendered from the same policy.
+// Security headers of every response (API.md §2.3): @fastify/helmet for routed requests, plus
+// the exact Content-Security-Policy of the contract (helmet renders directives without the
+// space after `;`). Responses written before routing (malformed URLs, unreadable requests)
+// bypass hooks, so they get the contract headers from preRoutingHeaders().
 import helmet from '@fastify/helmet'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 
 // A JSON API loads nothing and may be framed by nobody.
-const API_CSP = { defaultSrc: ["'none'"], frameAncestors: ["'none'"] }
-
-function renderCsp (directives: Record<string, string[]>): string {
-  const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
-  return Object.entries(directives).map(([name, values]) => `${kebab(name)} ${values.join(' ')}`).join('; ')
-}
+export const API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 export function preRoutingHeaders (): Record<string, string> {
   return {
-    'content-security-policy': renderCsp(API_CSP),
+    'content-security-policy': API_CSP,
     'x-content-type-options': 'nosniff',
     'referrer-policy': 'no-referrer'
   }
@@ -24,10 +20,14 @@ export function preRoutingHeaders (): Record<string, string> {
 async function securityHeaders (app: FastifyInstance): Promise<void> {
   await app.register(helmet, {
     global: true,
-    contentSecurityPolicy: { useDefaults: false, directives: API_CSP },
+    contentSecurityPolicy: false,
     referrerPolicy: { policy: 'no-referrer' },
-    // HSTS only means something over TLS, which a reverse proxy terminates; it sends its own.
+    xFrameOptions: { action: 'deny' },
+    // HSTS only means something over TLS, which the reverse proxy terminates and sets.
     strictTransportSecurity: false
+  })
+  app.addHook('onRequest', async (_request, reply) => {
+    reply.header('content-security-policy', API_CSP)
   })
 }
 
