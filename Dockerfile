@@ -32,7 +32,7 @@ EXPOSE 8000
 # Liveness (GET /) with node itself: slim images have no curl. PORT as the service reads it.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8000) + '/', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# node itself is PID 1 (not npm, whose prestart hook needs the build tools): it receives SIGTERM
-# and shuts down gracefully within 10 s, so give it more than that (stop_grace_period: 15s).
+# node itself is PID 1 (not npm), so SIGTERM reaches the service directly; it shuts down
+# gracefully within 10 s, so give it more than that (compose: stop_grace_period: 15s).
 STOPSIGNAL SIGTERM
 CMD ["node", "dist/server.js"]
