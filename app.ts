@@ -1,13 +1,13 @@
 // Builds the service from a Config. The only place that knows the order of plugins and routes.
 import { randomUUID } from 'node:crypto'
 import cookie from '@fastify/cookie'
-import cors, { type FastifyCorsOptions } from '@fastify/cors'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import ajvFormats from 'ajv-formats'
 import type { Config } from './config.ts'
 import authPlugin from './plugins/auth.ts'
+import corsPlugin, { corsHeaders } from './plugins/cors.ts'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
 import errorsPlugin, { clientErrorHandler, frameworkErrors, ProblemError } from './plugins/errors.ts'
 import redisPlugin from './plugins/redis.ts'
@@ -38,37 +38,15 @@ export const LOG_REDACT = [
   '*.password', '*.current_password', '*.new_password', '*.refresh_token', '*.access_token', '*.token'
 ]
 
-// API.md §2.5. @fastify/cors is asked per request because the contract differs from its
-// defaults: a non-preflight OPTIONS is a 404, credentials are never sent in wildcard mode, an
-// unlisted origin gets no CORS headers at all, and `Vary: Origin` is always sent.
-function corsFor (config: Config) {
-  const shared = {
-    methods: 'GET, POST, DELETE, OPTIONS',
-    allowedHeaders: 'Authorization, Content-Type',
-    strictPreflight: false
-  }
-  return (request: FastifyRequest, callback: (error: Error | null, options: FastifyCorsOptions) => void) => {
-    const origin = request.headers.origin
-    const isPreflight = request.method === 'OPTIONS' && request.headers['access-control-request-method'] !== undefined
-    if (origin === undefined || (request.method === 'OPTIONS' && !isPreflight)) return callback(null, { origin: false })
-    const listed = config.CORS_ORIGINS !== '*' && config.CORS_ORIGINS.includes(origin)
-    if (config.CORS_ORIGINS === '*' || listed) {
-      return callback(null, {
-        ...shared,
-        origin: listed ? origin : '*',
-        credentials: listed,
-        exposedHeaders: 'Retry-After, WWW-Authenticate'
-      })
-    }
-    // Unlisted: preflights still get their 204, with no Allow-Origin/Credentials/Expose headers.
-    callback(null, { ...shared, origin: config.CORS_ORIGINS, credentials: false })
-  }
-}
-
 // The `email` format is our normaliser (API.md §3.1), so validation and storage agree.
 function addEmailFormat (ajv: { addFormat (name: string, format: { type: 'string', validate (s: string): boolean }): unknown }) {
   ajv.addFormat('email', { type: 'string', validate: (s) => normalizeEmail(s) !== null })
   return ajv
+}
+
+// API.md §2.3: nothing under the auth API may be cached.
+function cacheHeaders (url: string): Record<string, string> {
+  return url.startsWith(AUTH_PREFIX) ? { 'cache-control': 'no-store' } : {}
 }
 
 export function createLogger (level: string): FastifyBaseLogger {
@@ -89,6 +67,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
     keepAliveTimeout: 72_000,
+    // Boot waits up to 30 s for the database (API.md §1.1); avvio's default 10 s would cut it.
+    pluginTimeout: 60_000,
     // Requests arriving during shutdown get our own 503 problem document (hook below).
     return503OnClosing: false,
     ajv: {
@@ -96,7 +76,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       // ajv-formats first (Fastify would add it last, over our `email`), then our formats.
       plugins: [ajvFormats as never, addEmailFormat as never]
     },
-    frameworkErrors,
+    // Errors raised before routing (a malformed URL) run no hooks: give them the headers the
+    // hooks would have set.
+    frameworkErrors: (error, request, reply) => {
+      reply.headers({ ...corsHeaders(config.CORS_ORIGINS, request.headers.origin), ...cacheHeaders(request.url) })
+      frameworkErrors(error, request, reply)
+    },
     clientErrorHandler
   }).withTypeProvider<TypeBoxTypeProvider>()
 
@@ -113,10 +98,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   app.addHook('onRequest', async (request, reply) => {
     // Fastify has already set `Connection: close` on requests that arrive while closing.
     if (closing) throw new ProblemError('service_unavailable', { detail: 'The service is shutting down.' })
-    if (request.url.startsWith(AUTH_PREFIX)) reply.header('cache-control', 'no-store')
+    reply.headers(cacheHeaders(request.url))
+  })
+  // A request that was in flight when shutdown began closes its keep-alive connection after
+  // answering, so the server can finish closing.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close')
+    return payload
   })
 
-  await app.register(cors, { delegator: corsFor(config) })
+  await app.register(corsPlugin)
   await app.register(cookie)
 
   // JSON only (API.md §2.1): every other media type is a 415, and an empty JSON body is `{}`.

@@ -2,7 +2,11 @@
 // The table below is the only definition: the Config type is derived from it, and error
 // messages name the variable and the rule, never the value of a secret.
 import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
+import { join } from 'node:path'
+import { parseEnv } from 'node:util'
+import { PROJECT_ROOT } from './lib/project-root.ts'
 
 export class ConfigError extends Error {}
 
@@ -198,6 +202,12 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
     config: { ...parsed, JWT_SECRET: secret, DATABASE_URL: parsed.DATABASE_URL, REDIS_URL: parsed.REDIS_URL },
     warnings
   }
+}
+
+/** The environment with the project's `.env` file under it: real environment variables win. */
+export function withEnvFile (env: Record<string, string | undefined>): Record<string, string | undefined> {
+  const file = join(PROJECT_ROOT, '.env')
+  return { ...(existsSync(file) ? parseEnv(readFileSync(file, 'utf8')) : {}), ...env }
 }
 
 /** A URL with its password removed, for logs and error messages. */

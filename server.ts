@@ -1,24 +1,14 @@
 // Entry point: the only reader of the environment. Reads `.env`, validates the settings,
 // builds the app, listens, and shuts down gracefully (API.md §1.1).
-import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { parseEnv } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, createLogger } from './app.ts'
-import { ConfigError, parseConfig, redactUrl } from './config.ts'
-import { PROJECT_ROOT } from './lib/project-root.ts'
+import { ConfigError, parseConfig, redactUrl, withEnvFile } from './config.ts'
 
 // Process managers may deliver SIGTERM twice (to npm and to node); only this deadline forces
 // an exit, so a repeated signal never cuts a graceful shutdown short.
 const SHUTDOWN_DEADLINE_MS = 9_500
 
-function readEnvironment (): Record<string, string | undefined> {
-  const file = join(PROJECT_ROOT, '.env')
-  const fromFile = existsSync(file) ? parseEnv(readFileSync(file, 'utf8')) : {}
-  return { ...fromFile, ...process.env } // real environment variables win
-}
-
-const env = readEnvironment()
+const env = withEnvFile(process.env)
 // Made before the settings are validated, so that even a bad setting is reported as a JSON line.
 const log = createLogger(/^(fatal|error|warn|info|debug|trace|silent)$/i.test(env.LOG_LEVEL ?? '') ? env.LOG_LEVEL!.toLowerCase() : 'info')
 

@@ -97,6 +97,10 @@ async function authPlugin (app: FastifyInstance): Promise<void> {
     })
     const token = header?.match(BEARER)?.[1]
     if (token === undefined) throw rejected()
+    // fast-jwt decodes the signature leniently, ignoring the unused low bits of its last
+    // base64url character: accept only the canonical encoding, so any changed character fails.
+    const signature = token.slice(token.lastIndexOf('.') + 1)
+    if (Buffer.from(signature, 'base64url').toString('base64url') !== signature) throw rejected()
 
     // Signature and claims first: a forged or expired token costs no store access.
     let claims: { sub?: unknown, sid?: unknown, jti?: unknown }
