@@ -7,6 +7,7 @@ import { ConfigError, parseConfig, redactUrl, withEnvFile } from './config.ts'
 // Process managers may deliver SIGTERM twice (to npm and to node); only this deadline forces
 // an exit, so a repeated signal never cuts a graceful shutdown short.
 const SHUTDOWN_DEADLINE_MS = 9_500
+const FORCE_CLOSE_CONNECTIONS_MS = 5_000
 
 const env = withEnvFile(process.env)
 // Made before the settings are validated, so that even a bad setting is reported as a JSON line.
@@ -43,6 +44,9 @@ async function shutdown (signal: NodeJS.Signals): Promise<void> {
     log.error(`Shutdown did not finish within ${SHUTDOWN_DEADLINE_MS} ms; exiting`)
     process.exit(1)
   }, SHUTDOWN_DEADLINE_MS)
+  // A connection that never sends a request (a browser's preconnect) would hold close()
+  // until its timeout: after a few seconds, in-flight work is done, so drop what is left.
+  setTimeout(() => app.server.closeAllConnections(), FORCE_CLOSE_CONNECTIONS_MS).unref()
   try {
     await app.close()
     log.info('Stopped')

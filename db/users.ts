@@ -1,12 +1,17 @@
 // The users table, as the routes need it. Availability failures become 503 here.
 import { eq } from 'drizzle-orm'
+import { withTimeout } from '../lib/timeout.ts'
 import { unavailable } from '../plugins/errors.ts'
 import { isDatabaseUnavailable, type Database } from './database.ts'
 import { users, type User } from './schema.ts'
 
+// postgres.js has no query timeout: a server that stops answering on an open connection would
+// hold the request forever. Every request must end within 15 s (API.md §9).
+const QUERY_TIMEOUT_MS = 3000
+
 async function guarded<T> (work: Promise<T>): Promise<T> {
   try {
-    return await work
+    return await withTimeout(work, QUERY_TIMEOUT_MS)
   } catch (error) {
     throw isDatabaseUnavailable(error) ? unavailable(error) : error
   }

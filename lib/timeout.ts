@@ -1,8 +1,11 @@
-/** Rejects when `work` has not settled within `ms` (health checks must answer in bounded time). */
+/**
+ * Rejects when `work` has not settled within `ms`, with an ETIMEDOUT error (an outage, so a
+ * 503): a store that stops answering must not hold a request or a health check.
+ */
 export async function withTimeout<T> (work: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
+    timer = setTimeout(() => reject(Object.assign(new Error(`timed out after ${ms} ms`), { code: 'ETIMEDOUT' })), ms)
   })
   try {
     return await Promise.race([work, timeout])

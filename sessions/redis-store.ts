@@ -12,7 +12,21 @@ import type { Redis } from 'ioredis'
 import { unavailable } from '../plugins/errors.ts'
 import type { Lifetime, NewSession, RotateOutcome, SessionInfo, SessionSettings, SessionStore } from './store.ts'
 
-const PRELUDE = `
+// Every write script first checks the caller's deadline (last ARGV, on Redis' clock): a
+// command that reaches Redis after the caller has timed out and answered 503 (Redis stalled,
+// then woke up) must change nothing, or a client told "unavailable" would find its token
+// rotated or its session gone (API.md §5.7, §5.8, §11.1). The refusal is an error reply,
+// which becomes a 503 like any other Redis failure.
+const DEADLINE = `
+do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+    return redis.error_reply('LATE the caller has given up')
+  end
+end
+`
+
+const PRELUDE = DEADLINE + `
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -25,7 +39,7 @@ end
 `
 
 // KEYS: index, session. ARGV: user key prefix, sid, token hash, refresh ms, max lifetime ms,
-// cap, device name, user agent, ip, replaced sid, replaced token hash ('' = none).
+// cap, device name, user agent, ip, replaced sid, replaced token hash ('' = none), deadline.
 const CREATE = PRELUDE + `
 local index, key, prefix = KEYS[1], KEYS[2], ARGV[1]
 local now = now_ms()
@@ -58,7 +72,7 @@ extend_index(index, expires_at)
 return expires_at - now
 `
 
-// KEYS: session, index. ARGV: presented hash, successor hash, grace ms, refresh ms, sid.
+// KEYS: session, index. ARGV: presented hash, successor hash, grace ms, refresh ms, sid, deadline.
 const ROTATE = PRELUDE + `
 local key, index = KEYS[1], KEYS[2]
 local presented, successor = ARGV[1], ARGV[2]
@@ -88,8 +102,8 @@ if successor == f[2] and now - tonumber(f[4]) < grace then return {'in_progress'
 return {'invalid'}
 `
 
-// KEYS: session, index. ARGV: token hash, sid.
-const REVOKE_BY_TOKEN = `
+// KEYS: session, index. ARGV: token hash, sid, deadline.
+const REVOKE_BY_TOKEN = DEADLINE + `
 local f = redis.call('HMGET', KEYS[1], 'current_hash', 'previous_hash')
 if f[1] and (f[1] == ARGV[1] or f[2] == ARGV[1]) then
   redis.call('DEL', KEYS[1])
@@ -99,19 +113,21 @@ end
 return 0
 `
 
-// KEYS: session, index. ARGV: sid.
-const REVOKE = `
+// KEYS: session, index. ARGV: sid, deadline.
+const REVOKE = DEADLINE + `
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return n
 `
 
-// KEYS: index. ARGV: user key prefix.
-const REVOKE_ALL = `
+// KEYS: index. ARGV: user key prefix, deadline.
+const REVOKE_ALL = DEADLINE + `
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('DEL', ARGV[1] .. sid) end
 redis.call('DEL', KEYS[1])
 return 1
 `
+
+const WRITE_DEADLINE_MS = 800
 
 type ScriptRunner = (...args: Array<string | number>) => Promise<unknown>
 
@@ -141,6 +157,19 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
   const sessionKey = (userId: string, sessionId: string) => sessionPrefix(userId) + sessionId
   const indexKey = (userId: string) => `${userPrefix(userId)}sessions`
 
+  // Redis' clock minus ours, measured at each (re)connect, to express deadlines on Redis' clock.
+  let clockOffsetMs = 0
+  const measureClock = () => {
+    const sent = Date.now()
+    redis.time().then(([seconds, micros]) => {
+      clockOffsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.round((sent + Date.now()) / 2)
+    }, () => {})
+  }
+  redis.on('ready', measureClock)
+  if (redis.status === 'ready') measureClock()
+  // Inside the client's 1 s command timeout, so Redis gives up before the caller does.
+  const deadline = () => Date.now() + clockOffsetMs + WRITE_DEADLINE_MS
+
   const scripts = {
     create: defineScript(redis, 'authSessionCreate', 2, CREATE),
     rotate: defineScript(redis, 'authSessionRotate', 2, ROTATE),
@@ -154,7 +183,7 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
       const ttlMs = await scripts.create(
         indexKey(s.userId), sessionKey(s.userId, s.sessionId),
         sessionPrefix(s.userId), s.sessionId, s.tokenHash, settings.refreshMs, settings.maxLifetimeMs, settings.maxPerUser,
-        s.deviceName ?? '', s.userAgent ?? '', s.ip ?? '', s.replaces?.sessionId ?? '', s.replaces?.tokenHash ?? ''
+        s.deviceName ?? '', s.userAgent ?? '', s.ip ?? '', s.replaces?.sessionId ?? '', s.replaces?.tokenHash ?? '', deadline()
       )
       return { ttlMs: Number(ttlMs) }
     }),
@@ -162,19 +191,19 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
     rotate: (userId, sessionId, presentedHash, successorHash) => guarded(async () => {
       const [kind, ttlMs] = await scripts.rotate(
         sessionKey(userId, sessionId), indexKey(userId),
-        presentedHash, successorHash, settings.graceMs, settings.refreshMs, sessionId
+        presentedHash, successorHash, settings.graceMs, settings.refreshMs, sessionId, deadline()
       ) as [RotateOutcome['kind'], number | undefined]
       return (kind === 'rotated' || kind === 'duplicate') ? { kind, ttlMs: Number(ttlMs) } : { kind }
     }),
 
     revokeByToken: (userId, sessionId, tokenHash) => guarded(async () =>
-      await scripts.revokeByToken(sessionKey(userId, sessionId), indexKey(userId), tokenHash, sessionId) === 1),
+      await scripts.revokeByToken(sessionKey(userId, sessionId), indexKey(userId), tokenHash, sessionId, deadline()) === 1),
 
     revoke: (userId, sessionId) => guarded(async () =>
-      await scripts.revoke(sessionKey(userId, sessionId), indexKey(userId), sessionId) === 1),
+      await scripts.revoke(sessionKey(userId, sessionId), indexKey(userId), sessionId, deadline()) === 1),
 
     revokeAll: (userId) => guarded(async () => {
-      await scripts.revokeAll(indexKey(userId), sessionPrefix(userId))
+      await scripts.revokeAll(indexKey(userId), sessionPrefix(userId), deadline())
     }),
 
     list: (userId) => guarded(async () => {

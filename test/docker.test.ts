@@ -5,7 +5,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { builtinModules } from 'node:module'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -13,6 +12,7 @@ import t from 'tap'
 import { parse } from 'yaml'
 import { parseConfig, SETTING_NAMES } from '../config.ts'
 import { KEY_PREFIX, PASSWORD, REDIS_URL, testDatabaseUrl, uniqueEmail } from './fixtures/app.ts'
+import { freePort } from './fixtures/ports.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8')
@@ -305,14 +305,6 @@ t.test('Dockerfile', async (t) => {
 })
 
 // ---- the image's file layout, run as the image runs it -------------------------------------
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 function jsFiles (dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js')).map((f) => join(dir, f))

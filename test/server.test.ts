@@ -1,21 +1,13 @@
 // The service as a process (API.md §1.1): start-up, its log lines, refusals, and shutdown.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import t from 'tap'
 import { ADMIN_DATABASE_URL, KEY_PREFIX, PASSWORD, REDIS_URL, testDatabaseUrl } from './fixtures/app.ts'
+import { freePort } from './fixtures/ports.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 interface Service {
   child: ChildProcess
