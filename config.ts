@@ -50,8 +50,9 @@ function text (fallback: string): Setting<string> {
   return { parse: (raw) => blank(raw) ? fallback : raw.trim() }
 }
 
-function optionalText (): Setting<string | undefined> {
-  return { parse: (raw) => blank(raw) ? undefined : raw.trim() }
+// Secrets are used verbatim (their UTF-8 bytes): never trimmed.
+function secret (): Setting<string | undefined> {
+  return { parse: (raw) => raw === undefined || raw === '' ? undefined : raw }
 }
 
 function oneOf<const T extends string> (values: readonly T[], fallback: T): Setting<T> {
@@ -137,7 +138,7 @@ const settings = {
   MIGRATE_ON_START: bool(true),
   REDIS_URL: redisUrl,
   REDIS_KEY_PREFIX: text('auth:'),
-  JWT_SECRET: optionalText(),
+  JWT_SECRET: secret(),
   JWT_ALG: oneOf(['HS256'], 'HS256'),
   JWT_ISSUER: text('auth-api'),
   JWT_AUDIENCE: text('api'),
@@ -202,6 +203,13 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
     config: { ...parsed, JWT_SECRET: secret, DATABASE_URL: parsed.DATABASE_URL, REDIS_URL: parsed.REDIS_URL },
     warnings
   }
+}
+
+/** Only the database URL, for `npm run db:migrate`, which needs nothing else. */
+export function parseDatabaseUrl (env: Record<string, string | undefined>): string {
+  const url = settings.DATABASE_URL.parse(env.DATABASE_URL, 'DATABASE_URL')
+  if (url === undefined) throw new ConfigError('DATABASE_URL is required: a postgres:// URL of the database that holds the users')
+  return url
 }
 
 /** The environment with the project's `.env` file under it: real environment variables win. */

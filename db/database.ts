@@ -100,10 +100,15 @@ const UNAVAILABLE_CODES = new Set([
  * a bug (a 500). Looks through Drizzle's wrapper at the driver error's code.
  */
 export function isDatabaseUnavailable (error: unknown): boolean {
+  const code = codeOf(error) ?? ''
+  // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57 (operator intervention).
+  return UNAVAILABLE_CODES.has(code) || /^(08|53|57)[0-9A-Z]{3}$/.test(code)
+}
+
+/** The driver's error code (SQLSTATE or system code), looking through Drizzle's wrapper. */
+export function codeOf (error: unknown): string | undefined {
   for (let e = error as { code?: unknown, cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    const code = typeof e.code === 'string' ? e.code : ''
-    // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57 (operator intervention).
-    if (UNAVAILABLE_CODES.has(code) || /^(08|53|57)[0-9A-Z]{3}$/.test(code)) return true
+    if (typeof e.code === 'string') return e.code
   }
-  return false
+  return undefined
 }

@@ -2,7 +2,7 @@
 import { eq } from 'drizzle-orm'
 import { withTimeout } from '../lib/timeout.ts'
 import { unavailable } from '../plugins/errors.ts'
-import { isDatabaseUnavailable, type Database } from './database.ts'
+import { codeOf, isDatabaseUnavailable, type Database } from './database.ts'
 import { users, type User } from './schema.ts'
 
 // postgres.js has no query timeout: a server that stops answering on an open connection would
@@ -13,7 +13,12 @@ async function guarded<T> (work: Promise<T>): Promise<T> {
   try {
     return await withTimeout(work, QUERY_TIMEOUT_MS)
   } catch (error) {
-    throw isDatabaseUnavailable(error) ? unavailable(error) : error
+    // Drizzle's wrapper carries the query and its parameters (password hashes, emails) in its
+    // message and fields: only the driver's code goes on, so nothing of them reaches a log.
+    const code = codeOf(error)
+    throw isDatabaseUnavailable(error)
+      ? unavailable({ code })
+      : new Error(`database query failed (${code ?? 'no code'})`)
   }
 }
 

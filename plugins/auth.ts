@@ -47,6 +47,12 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 // RFC 6750 §2.1: the scheme (case-insensitive), one space, a non-empty token; nothing after it.
 const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i
 
+/** 401 invalid_token with the RFC 6750 challenge of API.md §4.1. */
+export function invalidToken (request: FastifyRequest): ProblemError {
+  const challenge = request.headers.authorization === undefined ? 'Bearer realm="api"' : 'Bearer realm="api", error="invalid_token"'
+  return new ProblemError('invalid_token', { headers: { 'www-authenticate': challenge } })
+}
+
 async function authPlugin (app: FastifyInstance): Promise<void> {
   const { config } = app
   const accessSeconds = config.ACCESS_MIN * 60
@@ -92,9 +98,7 @@ async function authPlugin (app: FastifyInstance): Promise<void> {
   app.decorateRequest('principal', null)
   app.decorate('authenticate', async function authenticate (request: FastifyRequest) {
     const header = request.headers.authorization
-    const rejected = () => new ProblemError('invalid_token', {
-      headers: { 'www-authenticate': header === undefined ? 'Bearer realm="api"' : 'Bearer realm="api", error="invalid_token"' }
-    })
+    const rejected = () => invalidToken(request)
     const token = header?.match(BEARER)?.[1]
     if (token === undefined) throw rejected()
     // fast-jwt decodes the signature leniently, ignoring the unused low bits of its last

@@ -141,8 +141,10 @@ export function toProblem (error: unknown): ProblemError {
 
 function sendProblem (error: ProblemError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const level = error.statusCode >= 500 ? (error.code === 'internal_error' ? 'error' : 'warn') : 'info'
-  if (error.options.cause !== undefined || error.statusCode >= 500) {
+  if (error.statusCode >= 500) {
     request.log[level]({ err: error.options.cause ?? error, code: error.code }, `answered ${error.statusCode} ${error.code}`)
+  } else if (error.options.cause !== undefined) {
+    request.log[level]({ code: error.code }, `answered ${error.statusCode} ${error.code}`)
   }
   if (error.options.headers) reply.headers(error.options.headers)
   return reply

@@ -27,15 +27,19 @@ async function redisPlugin (app: FastifyInstance): Promise<void> {
     connectionName: 'auth-api'
   })
 
-  let up = false
+  let state: 'connecting' | 'up' | 'down' = 'connecting'
   redis.on('ready', () => {
-    up = true
+    state = 'up'
     app.log.info({ store: redactUrl(url) }, 'Redis connected')
   })
   redis.on('error', (error: Error) => {
-    // ioredis reports every failed reconnect; log the transition, not each attempt.
-    if (up) app.log.warn({ store: redactUrl(url), reason: error.message }, 'Redis connection lost; reconnecting')
-    up = false
+    // ioredis reports every failed reconnect; log the transitions, not each attempt.
+    if (state === 'connecting') {
+      app.log.warn({ store: redactUrl(url), reason: error.message }, 'Redis is unreachable; routes that need sessions answer 503 until it is back')
+    } else if (state === 'up') {
+      app.log.warn({ store: redactUrl(url), reason: error.message }, 'Redis connection lost; reconnecting')
+    }
+    state = 'down'
   })
 
   app.decorate('redis', redis)

@@ -5,6 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { User } from '../db/schema.ts'
+import { invalidToken } from '../plugins/auth.ts'
 import { ProblemError } from '../plugins/errors.ts'
 import {
   EmptyBodySchema, LoginBodySchema, LoginResponseSchema, RefreshBodySchema, RefreshResponseSchema,
@@ -47,7 +48,9 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   function setRefreshCookie (reply: FastifyReply, token: string, ttlMs: number): void {
     if (!config.REFRESH_IN_COOKIE) return
-    reply.setCookie(REFRESH_COOKIE, token, { ...cookieAttributes, maxAge: Math.round(ttlMs / 1000), expires: new Date(Date.now() + ttlMs) })
+    // Whole seconds, never past the session's end (API.md §4.3).
+    const maxAge = Math.floor(ttlMs / 1000)
+    reply.setCookie(REFRESH_COOKIE, token, { ...cookieAttributes, maxAge, expires: new Date(Date.now() + maxAge * 1000) })
   }
 
   function clearRefreshCookie (reply: FastifyReply): void {
@@ -137,7 +140,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const user = await app.users.findById(principalOf(request).userId)
-    if (user === null) throw new ProblemError('invalid_token')
+    if (user === null) throw invalidToken(request)
     return userBody(user)
   })
 
@@ -236,7 +239,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // An over-long id is refused before anything else, like an over-long URL (API.md §2.2).
     onRequest: async (request) => {
       const { id } = request.params as { id?: string }
-      if (id !== undefined && id.length > MAX_SESSION_ID_LENGTH) throw new ProblemError('uri_too_long')
+      if (id !== undefined && [...id].length > MAX_SESSION_ID_LENGTH) throw new ProblemError('uri_too_long')
     },
     preHandler: app.authenticate,
     schema: {

@@ -138,15 +138,6 @@ function defineScript (redis: Redis, name: string, numberOfKeys: number, lua: st
   return command.bind(redis)
 }
 
-async function guarded<T> (work: () => Promise<T>): Promise<T> {
-  try {
-    return await work()
-  } catch (error) {
-    // Any Redis failure (refused, timed out, LOADING, READONLY, ...) is an outage, never a 500.
-    throw unavailable(error)
-  }
-}
-
 function time (value: string | undefined): Date {
   return new Date(Number(value))
 }
@@ -169,6 +160,17 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
   if (redis.status === 'ready') measureClock()
   // Inside the client's 1 s command timeout, so Redis gives up before the caller does.
   const deadline = () => Date.now() + clockOffsetMs + WRITE_DEADLINE_MS
+
+  async function guarded<T> (work: () => Promise<T>): Promise<T> {
+    try {
+      return await work()
+    } catch (error) {
+      // A refused deadline may mean this host's clock stepped: measure the offset again.
+      if (error instanceof Error && error.message.startsWith('LATE')) measureClock()
+      // Any Redis failure (refused, timed out, LOADING, READONLY, ...) is an outage, never a 500.
+      throw unavailable(error)
+    }
+  }
 
   const scripts = {
     create: defineScript(redis, 'authSessionCreate', 2, CREATE),
