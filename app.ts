@@ -122,7 +122,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(dbPlugin, options.db ?? {})
-  await app.register(redisPlugin)
+  if (config.REDIS_URL !== undefined) await app.register(redisPlugin)
   await app.register(sessionsPlugin)
   await app.register(authPlugin)
 

@@ -1,11 +1,11 @@
 // Every setting of the service, parsed and validated in one place (API.md §1.2).
 // The table below is the only definition: the Config type is derived from it, and error
 // messages name the variable and the rule, never the value of a secret.
-import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { parseEnv } from 'node:util'
+import { generatedSecret } from './lib/data-dir.ts'
 import { PROJECT_ROOT } from './lib/project-root.ts'
 
 export class ConfigError extends Error {}
@@ -138,6 +138,7 @@ const settings = {
   MIGRATE_ON_START: bool(true),
   REDIS_URL: redisUrl,
   REDIS_KEY_PREFIX: text('auth:'),
+  DATA_DIR: text('./data'),
   JWT_SECRET: secret(),
   JWT_ALG: oneOf(['HS256'], 'HS256'),
   JWT_ISSUER: text('auth-api'),
@@ -155,10 +156,8 @@ const settings = {
 
 type Parsed = { [K in keyof typeof settings]: ReturnType<(typeof settings)[K]['parse']> }
 
-export type Config = Omit<Parsed, 'JWT_SECRET' | 'DATABASE_URL' | 'REDIS_URL'> & {
+export type Config = Omit<Parsed, 'JWT_SECRET'> & {
   JWT_SECRET: string
-  DATABASE_URL: string
-  REDIS_URL: string
 }
 
 export const SETTING_NAMES = Object.keys(settings) as ReadonlyArray<keyof typeof settings>
@@ -167,7 +166,8 @@ const MIN_SECRET_LENGTH = 32
 
 /**
  * Parses an environment object into a Config. Throws ConfigError naming the first invalid
- * variable; returns the start-up warnings for the caller to log.
+ * variable; returns the start-up warnings for the caller to log. Outside production, a secret
+ * left unset is read from DATA_DIR, where it is generated on first use.
  */
 export function parseConfig (env: Record<string, string | undefined>): { config: Config, warnings: string[] } {
   const parsed = Object.fromEntries(
@@ -176,22 +176,21 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
   const warnings: string[] = []
   const prod = parsed.APP_ENV === 'prod'
 
+  if (prod && parsed.DATABASE_URL === undefined) {
+    throw new ConfigError('DATABASE_URL is required when APP_ENV=prod: the embedded database is for development and single-process installs under APP_ENV=dev')
+  }
+
   let secret = parsed.JWT_SECRET
   if (secret === undefined) {
     if (prod) throw new ConfigError('JWT_SECRET is required when APP_ENV=prod (at least 32 characters)')
-    secret = randomBytes(32).toString('base64url')
-    warnings.push('JWT_SECRET is not set: using a random secret for this process only; every restart logs all users out. Set JWT_SECRET to keep sessions across restarts.')
+    const generated = generatedSecret(parsed.DATA_DIR, 'jwt-secret')
+    secret = generated.value
+    warnings.push(`JWT_SECRET is not set: using the secret ${generated.created ? 'generated into' : 'kept in'} ${generated.file} (development only). Set JWT_SECRET in production.`)
   } else if ([...secret].length < MIN_SECRET_LENGTH) {
     if (prod) throw new ConfigError(`Invalid setting JWT_SECRET: must be at least ${MIN_SECRET_LENGTH} characters when APP_ENV=prod`)
     warnings.push(`JWT_SECRET is shorter than ${MIN_SECRET_LENGTH} characters; this is refused under APP_ENV=prod.`)
   }
 
-  if (parsed.DATABASE_URL === undefined) {
-    throw new ConfigError('DATABASE_URL is required: a postgres:// URL of the database that holds the users')
-  }
-  if (parsed.REDIS_URL === undefined) {
-    throw new ConfigError('REDIS_URL is required: a redis:// URL of the session store')
-  }
   if (parsed.SESSION_MAX_DAYS < parsed.REFRESH_DAYS) {
     warnings.push('SESSION_MAX_DAYS is below REFRESH_DAYS: every session ends after SESSION_MAX_DAYS.')
   }
@@ -200,16 +199,17 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
   }
 
   return {
-    config: { ...parsed, JWT_SECRET: secret, DATABASE_URL: parsed.DATABASE_URL, REDIS_URL: parsed.REDIS_URL },
+    config: { ...parsed, JWT_SECRET: secret },
     warnings
   }
 }
 
-/** Only the database URL, for `npm run db:migrate`, which needs nothing else. */
-export function parseDatabaseUrl (env: Record<string, string | undefined>): string {
-  const url = settings.DATABASE_URL.parse(env.DATABASE_URL, 'DATABASE_URL')
-  if (url === undefined) throw new ConfigError('DATABASE_URL is required: a postgres:// URL of the database that holds the users')
-  return url
+/** Only where the database is, for `npm run db:migrate`, which needs nothing else. */
+export function parseDatabaseSettings (env: Record<string, string | undefined>): Pick<Config, 'DATABASE_URL' | 'DATA_DIR'> {
+  return {
+    DATABASE_URL: settings.DATABASE_URL.parse(env.DATABASE_URL, 'DATABASE_URL'),
+    DATA_DIR: settings.DATA_DIR.parse(env.DATA_DIR, 'DATA_DIR')
+  }
 }
 
 /** The environment with the project's `.env` file under it: real environment variables win. */

@@ -2,7 +2,8 @@
 // builds the app, listens, and shuts down gracefully (API.md §1.1).
 import type { FastifyInstance } from 'fastify'
 import { buildApp, createLogger } from './app.ts'
-import { ConfigError, parseConfig, redactUrl, withEnvFile } from './config.ts'
+import { ConfigError, parseConfig, withEnvFile } from './config.ts'
+import { DataDirError } from './lib/data-dir.ts'
 
 // Process managers may deliver SIGTERM twice (to npm and to node); only this deadline forces
 // an exit, so a repeated signal never cuts a graceful shutdown short.
@@ -17,7 +18,7 @@ let parsed
 try {
   parsed = parseConfig(env)
 } catch (error) {
-  log.fatal(error instanceof ConfigError ? error.message : 'Invalid settings')
+  log.fatal(error instanceof ConfigError || error instanceof DataDirError ? error.message : 'Invalid settings')
   process.exit(1)
 }
 const { config, warnings } = parsed
@@ -65,8 +66,6 @@ try {
   log.fatal({ reason: error instanceof Error ? error.message : String(error) }, `Cannot listen on ${config.HOST}:${config.PORT}`)
   process.exit(1)
 }
-log.info({
-  address: `http://${config.HOST}:${config.PORT}`,
-  users: app.database.describe,
-  sessions: `Redis at ${redactUrl(config.REDIS_URL)}`
-}, `Listening on http://${config.HOST}:${config.PORT}; users in ${app.database.describe}; sessions in Redis at ${redactUrl(config.REDIS_URL)}`)
+const address = `http://${config.HOST}:${config.PORT}`
+log.info({ address, users: app.database.describe, sessions: app.sessionStoreName },
+  `Listening on ${address}; users in ${app.database.describe}; sessions in ${app.sessionStoreName}`)

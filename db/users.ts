@@ -1,26 +1,7 @@
-// The users table, as the routes need it. Availability failures become 503 here.
+// The users table, as the routes need it. Availability failures become 503 (see `guarded`).
 import { eq } from 'drizzle-orm'
-import { withTimeout } from '../lib/timeout.ts'
-import { unavailable } from '../plugins/errors.ts'
-import { codeOf, isDatabaseUnavailable, type Database } from './database.ts'
+import { guarded, type Database } from './database.ts'
 import { users, type User } from './schema.ts'
-
-// postgres.js has no query timeout: a server that stops answering on an open connection would
-// hold the request forever. Every request must end within 15 s (API.md §9).
-const QUERY_TIMEOUT_MS = 3000
-
-async function guarded<T> (work: Promise<T>): Promise<T> {
-  try {
-    return await withTimeout(work, QUERY_TIMEOUT_MS)
-  } catch (error) {
-    // Drizzle's wrapper carries the query and its parameters (password hashes, emails) in its
-    // message and fields: only the driver's code goes on, so nothing of them reaches a log.
-    const code = codeOf(error)
-    throw isDatabaseUnavailable(error)
-      ? unavailable({ code })
-      : new Error(`database query failed (${code ?? 'no code'})`)
-  }
-}
 
 export function createUserRepository (db: Database) {
   return {

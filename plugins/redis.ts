@@ -17,6 +17,7 @@ declare module 'fastify' {
 
 async function redisPlugin (app: FastifyInstance): Promise<void> {
   const url = app.config.REDIS_URL
+  if (url === undefined) throw new Error('the redis plugin needs REDIS_URL')
   const redis = new Redis(url, {
     connectTimeout: 1000,
     commandTimeout: 1000,

@@ -24,9 +24,13 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
     }
   }, async () => {
+    // Exactly the configured stores (API.md §5.2): the database, and Redis when it holds the sessions.
     const state = (check: Promise<void>) => check.then(() => 'up' as const, () => 'down' as const)
-    const [postgres, redis] = await Promise.all([state(app.database.ping()), state(app.sessions.ping())])
-    const checks = { postgres, redis }
+    const [postgres, redis] = await Promise.all([
+      state(app.database.ping()),
+      app.config.REDIS_URL !== undefined ? state(app.sessions.ping()) : undefined
+    ])
+    const checks = redis === undefined ? { postgres } : { postgres, redis }
     if (postgres === 'down' || redis === 'down') {
       throw new ProblemError('service_unavailable', { detail: 'A store is not answering.', extra: { checks } })
     }

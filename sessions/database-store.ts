@@ -1,0 +1,160 @@
+// The session store in the database (API.md §7), when no Redis is configured: the `sessions`
+// table of db/schema.ts, on a PostgreSQL server or the embedded database alike. Same contract
+// as the Redis store (sessions/store.ts), the same decisions, and each decision is one
+// transaction: the session's row lock (FOR UPDATE) orders rotations and revocations of one
+// session, and a per-user advisory lock orders the logins of one user, so the cap holds.
+// Times come from the database's clock (`clock_timestamp()`, read after the locks are held).
+//
+// Expired rows count as gone in every query and are deleted without a cron job: a login
+// deletes its user's expired rows and a bounded batch of anyone's.
+import { and, asc, desc, eq, gt, inArray, lte, or, sql } from 'drizzle-orm'
+import { guarded, queryRows, type Database } from '../db/database.ts'
+import { sessions, type SessionRow } from '../db/schema.ts'
+import type { Lifetime, NewSession, RotateOutcome, SessionInfo, SessionSettings, SessionStore } from './store.ts'
+
+// Within the 5 s that a request needing an unavailable store may take (API.md §9).
+const STORE_TIMEOUT_MS = 2000
+// Expired rows of other users a login deletes on its way.
+const SWEEP_BATCH = 100
+
+const notExpired = () => gt(sessions.expiresAt, sql`clock_timestamp()`)
+
+async function clock (tx: Database): Promise<number> {
+  const [row] = await queryRows<{ now: number }>(tx, sql`select (extract(epoch from clock_timestamp()) * 1000)::float8 as now`)
+  return Math.floor(Number(row?.now))
+}
+
+export function createDatabaseSessionStore (db: Database, settings: SessionSettings): SessionStore {
+  /**
+   * Runs one decision as a transaction. A transaction that finishes after the caller has
+   * timed out (and answered 503) rolls back: a client told "unavailable" must not find its
+   * token rotated or its session gone (API.md §11.1).
+   */
+  async function decide<T> (work: (tx: Database) => Promise<T>): Promise<T> {
+    let abandoned = false
+    const transaction = db.transaction(async (tx) => {
+      const result = await work(tx as unknown as Database)
+      if (abandoned) throw new Error('the caller has given up')
+      return result
+    })
+    try {
+      return await guarded(transaction, STORE_TIMEOUT_MS)
+    } catch (error) {
+      abandoned = true
+      throw error
+    }
+  }
+
+  const ofSession = (userId: string, sessionId: string) => and(eq(sessions.id, sessionId), eq(sessions.userId, userId))
+
+  return {
+    create: (s: NewSession): Promise<Lifetime> => decide(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${s.userId}, 0))`)
+      const now = await clock(tx)
+      if (s.replaces) {
+        const { sessionId, tokenHash } = s.replaces
+        await tx.delete(sessions).where(and(ofSession(s.userId, sessionId),
+          or(eq(sessions.currentHash, tokenHash), eq(sessions.previousHash, tokenHash))))
+      }
+      await tx.delete(sessions).where(and(eq(sessions.userId, s.userId), lte(sessions.expiresAt, new Date(now))))
+      // Beyond the cap, the least recently used sessions end: keep the newest cap - 1.
+      const evicted = tx.select({ id: sessions.id }).from(sessions)
+        .where(eq(sessions.userId, s.userId))
+        .orderBy(desc(sessions.lastUsedAt)).offset(settings.maxPerUser - 1)
+      await tx.delete(sessions).where(inArray(sessions.id, evicted))
+
+      const maxExpiresAt = now + settings.maxLifetimeMs
+      const expiresAt = Math.min(now + settings.refreshMs, maxExpiresAt)
+      await tx.insert(sessions).values({
+        id: s.sessionId,
+        userId: s.userId,
+        currentHash: s.tokenHash,
+        deviceName: s.deviceName,
+        userAgent: s.userAgent,
+        ip: s.ip,
+        createdAt: new Date(now),
+        lastUsedAt: new Date(now),
+        expiresAt: new Date(expiresAt),
+        maxExpiresAt: new Date(maxExpiresAt)
+      })
+      // Anyone's expired rows, a batch at a time; rows another transaction holds are skipped,
+      // so this never waits (nor deadlocks) on them.
+      const expired = tx.select({ id: sessions.id }).from(sessions)
+        .where(lte(sessions.expiresAt, new Date(now))).limit(SWEEP_BATCH).for('update', { skipLocked: true })
+      await tx.delete(sessions).where(inArray(sessions.id, expired))
+      return { ttlMs: expiresAt - now }
+    }),
+
+    rotate: (userId, sessionId, presentedHash, successorHash): Promise<RotateOutcome> => decide(async (tx) => {
+      const [row] = await tx.select().from(sessions).where(ofSession(userId, sessionId)).for('update')
+      if (!row) return { kind: 'invalid' }
+      const now = await clock(tx)
+      const since = (time: Date | null) => time === null ? Infinity : now - time.getTime()
+      if (row.expiresAt.getTime() <= now) return { kind: 'invalid' }
+
+      if (presentedHash === row.currentHash) {
+        const expiresAt = Math.min(now + settings.refreshMs, row.maxExpiresAt.getTime())
+        await tx.update(sessions).set({
+          currentHash: successorHash,
+          previousHash: presentedHash,
+          previousRotatedAt: row.rotatedAt,
+          rotatedAt: new Date(now),
+          lastUsedAt: new Date(now),
+          expiresAt: new Date(expiresAt)
+        }).where(eq(sessions.id, sessionId))
+        return { kind: 'rotated', ttlMs: expiresAt - now }
+      }
+      if (presentedHash === row.previousHash) {
+        if (since(row.rotatedAt) < settings.graceMs) {
+          return successorHash === row.currentHash ? { kind: 'duplicate', ttlMs: row.expiresAt.getTime() - now } : { kind: 'invalid' }
+        }
+        await tx.delete(sessions).where(eq(sessions.id, sessionId))
+        return { kind: 'reused' }
+      }
+      if (successorHash === row.previousHash && since(row.previousRotatedAt) < settings.graceMs) return { kind: 'in_progress' }
+      return { kind: 'invalid' }
+    }),
+
+    revokeByToken: (userId, sessionId, tokenHash) => decide(async (tx) => {
+      const ended = await tx.delete(sessions).where(and(ofSession(userId, sessionId), notExpired(),
+        or(eq(sessions.currentHash, tokenHash), eq(sessions.previousHash, tokenHash)))).returning({ id: sessions.id })
+      return ended.length > 0
+    }),
+
+    revoke: (userId, sessionId) => decide(async (tx) => {
+      const ended = await tx.delete(sessions).where(and(ofSession(userId, sessionId), notExpired())).returning({ id: sessions.id })
+      return ended.length > 0
+    }),
+
+    revokeAll: (userId) => decide(async (tx) => {
+      await tx.delete(sessions).where(eq(sessions.userId, userId))
+    }),
+
+    list: async (userId) => {
+      const rows = await guarded(db.select().from(sessions)
+        .where(and(eq(sessions.userId, userId), notExpired()))
+        .orderBy(desc(sessions.lastUsedAt), asc(sessions.id)), STORE_TIMEOUT_MS)
+      return rows.map(toSessionInfo)
+    },
+
+    isAlive: async (userId, sessionId) => {
+      const rows = await guarded(db.select({ id: sessions.id }).from(sessions)
+        .where(and(ofSession(userId, sessionId), notExpired())), STORE_TIMEOUT_MS)
+      return rows.length > 0
+    },
+
+    ping: async () => { await guarded(queryRows(db, sql`select 1`), 1000) }
+  }
+}
+
+function toSessionInfo (row: SessionRow): SessionInfo {
+  return {
+    id: row.id,
+    deviceName: row.deviceName,
+    userAgent: row.userAgent,
+    ip: row.ip,
+    createdAt: row.createdAt,
+    lastUsedAt: row.lastUsedAt,
+    expiresAt: row.expiresAt
+  }
+}
