@@ -1,9 +1,11 @@
 // Settings (API.md §1.2): parsing rules, and that .env.example and the README list each one.
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import t from 'tap'
 import { parseConfig, SETTING_NAMES } from '../config.ts'
+import { tempDataDir } from './fixtures/app.ts'
 
-const required = { DATABASE_URL: 'postgres://u@localhost/db', REDIS_URL: 'redis://localhost:6379', JWT_SECRET: 'x'.repeat(32) }
+const required = { DATABASE_URL: 'postgres://u@localhost/db', REDIS_URL: 'redis://localhost:6379', JWT_SECRET: 'x'.repeat(32), DATA_DIR: tempDataDir() }
 
 t.test('defaults are the FastAPI version\'s', async (t) => {
   const { config } = parseConfig(required)
@@ -43,9 +45,18 @@ t.test('prod requires a real secret; dev warns and generates one', async (t) => 
   } catch (error) {
     t.notOk(String(error).includes('short-but-secret'), 'the message never contains the secret')
   }
-  const generated = parseConfig({ ...required, JWT_SECRET: undefined })
+  const dataDir = join(tempDataDir(), 'data')
+  const generated = parseConfig({ ...required, JWT_SECRET: undefined, DATA_DIR: dataDir })
   t.ok(generated.config.JWT_SECRET.length >= 32)
-  t.match(generated.warnings.join('\n'), /JWT_SECRET is not set/)
+  t.match(generated.warnings.join('\n'), /JWT_SECRET is not set: using the secret generated into/)
+  const file = join(dataDir, 'jwt-secret')
+  t.equal(statSync(file).mode & 0o777, 0o600, 'kept in DATA_DIR, readable by its owner only')
+  t.equal(statSync(dataDir).mode & 0o777, 0o700, 'DATA_DIR is private too')
+  const again = parseConfig({ ...required, JWT_SECRET: undefined, DATA_DIR: dataDir })
+  t.equal(again.config.JWT_SECRET, generated.config.JWT_SECRET, 'the next start reads the same secret back')
+  t.match(again.warnings.join('\n'), /kept in/)
+  t.throws(() => parseConfig({ ...required, APP_ENV: 'prod', DATABASE_URL: '' }), /DATABASE_URL is required when APP_ENV=prod/)
+  t.notOk(parseConfig({ ...required, DATABASE_URL: '', REDIS_URL: '' }).config.DATABASE_URL, 'dev without DATABASE_URL: the embedded database')
   t.match(parseConfig({ ...required, JWT_SECRET: 'short' }).warnings.join('\n'), /shorter than 32/)
   t.match(parseConfig({ ...required, APP_ENV: 'prod' }).warnings.join('\n'), /CORS_ORIGINS=\*/)
 })
