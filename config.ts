@@ -1,6 +1,7 @@
 // Every setting of the service, parsed and validated in one place (API.md §1.2).
 // The table below is the only definition: the Config type is derived from it, and error
 // messages name the variable and the rule, never the value of a secret.
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
@@ -140,7 +141,10 @@ const settings = {
   REDIS_KEY_PREFIX: text('auth:'),
   DATA_DIR: text('./data'),
   JWT_SECRET: secret(),
-  JWT_ALG: oneOf(['HS256'], 'HS256'),
+  JWT_ALG: oneOf(['HS256', 'EdDSA'], 'HS256'),
+  JWT_PRIVATE_KEY: secret(),
+  JWT_PREVIOUS_PUBLIC_KEYS: secret(),
+  REFRESH_TOKEN_KEY: secret(),
   JWT_ISSUER: text('auth-api'),
   JWT_AUDIENCE: text('api'),
   ACCESS_MIN: int(15, 1, 1440),
@@ -149,6 +153,9 @@ const settings = {
   MAX_SESSIONS_PER_USER: int(50, 1, 1000),
   REFRESH_IN_COOKIE: bool(true),
   REFRESH_GRACE_SECONDS: int(10, 1, 60),
+  LOGIN_FAIL_MAX: int(10, 1, 49),
+  LOGIN_FAIL_WINDOW_SECONDS: int(900, 60, 86_400),
+  RATE_LIMIT_IP_PER_MINUTE: int(1000, 0, 1_000_000),
   CORS_ORIGINS: corsOrigins,
   TRUST_PROXY: trustProxy,
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info')
@@ -156,8 +163,17 @@ const settings = {
 
 type Parsed = { [K in keyof typeof settings]: ReturnType<(typeof settings)[K]['parse']> }
 
-export type Config = Omit<Parsed, 'JWT_SECRET'> & {
-  JWT_SECRET: string
+/** The keys access tokens are signed and verified with (API.md §4.1, §5.3). */
+export type Signing =
+  | { alg: 'HS256', secret: string }
+  | { alg: 'EdDSA', privateKey: KeyObject, previousPublicKeys: KeyObject[] }
+
+type SecretSettings = 'JWT_SECRET' | 'JWT_PRIVATE_KEY' | 'JWT_PREVIOUS_PUBLIC_KEYS' | 'REFRESH_TOKEN_KEY'
+
+export type Config = Omit<Parsed, SecretSettings> & {
+  signing: Signing
+  /** What K_refresh is derived from (API.md §6): JWT_SECRET under HS256, REFRESH_TOKEN_KEY under EdDSA. */
+  refreshKeySource: string
 }
 
 export const SETTING_NAMES = Object.keys(settings) as ReadonlyArray<keyof typeof settings>
@@ -180,16 +196,10 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
     throw new ConfigError('DATABASE_URL is required when APP_ENV=prod: the embedded database is for development and single-process installs under APP_ENV=dev')
   }
 
-  let secret = parsed.JWT_SECRET
-  if (secret === undefined) {
-    if (prod) throw new ConfigError('JWT_SECRET is required when APP_ENV=prod (at least 32 characters)')
-    const generated = generatedSecret(parsed.DATA_DIR, 'jwt-secret')
-    secret = generated.value
-    warnings.push(`JWT_SECRET is not set: using the secret ${generated.created ? 'generated into' : 'kept in'} ${generated.file} (development only). Set JWT_SECRET in production.`)
-  } else if ([...secret].length < MIN_SECRET_LENGTH) {
-    if (prod) throw new ConfigError(`Invalid setting JWT_SECRET: must be at least ${MIN_SECRET_LENGTH} characters when APP_ENV=prod`)
-    warnings.push(`JWT_SECRET is shorter than ${MIN_SECRET_LENGTH} characters; this is refused under APP_ENV=prod.`)
-  }
+  const signing = parseSigning(parsed, prod, warnings)
+  const refreshKeySource = signing.alg === 'HS256'
+    ? signing.secret
+    : requiredSecret(parsed.REFRESH_TOKEN_KEY, 'REFRESH_TOKEN_KEY', 'refresh-token-key', parsed.DATA_DIR, prod, warnings)
 
   if (parsed.SESSION_MAX_DAYS < parsed.REFRESH_DAYS) {
     warnings.push('SESSION_MAX_DAYS is below REFRESH_DAYS: every session ends after SESSION_MAX_DAYS.')
@@ -198,11 +208,63 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
     warnings.push('CORS_ORIGINS=* under APP_ENV=prod: any web page may call this API with a Bearer token. List your origins.')
   }
 
+  // The secrets' raw text goes no further: only the keys made from them do.
+  const rest: Partial<Parsed> = { ...parsed }
+  for (const name of ['JWT_SECRET', 'JWT_PRIVATE_KEY', 'JWT_PREVIOUS_PUBLIC_KEYS', 'REFRESH_TOKEN_KEY'] as const) delete rest[name]
+  return { config: { ...rest as Omit<Parsed, SecretSettings>, signing, refreshKeySource }, warnings }
+}
+
+/**
+ * A secret setting: required under prod (at least 32 characters); outside prod, when unset,
+ * generated once into DATA_DIR so restarts keep sessions and tokens valid.
+ */
+function requiredSecret (value: string | undefined, name: string, file: string, dataDir: string, prod: boolean, warnings: string[]): string {
+  if (value === undefined) {
+    if (prod) throw new ConfigError(`${name} is required when APP_ENV=prod (at least ${MIN_SECRET_LENGTH} characters)`)
+    const generated = generatedSecret(dataDir, file)
+    warnings.push(`${name} is not set: using the secret ${generated.created ? 'generated into' : 'kept in'} ${generated.file} (development only). Set ${name} in production.`)
+    return generated.value
+  }
+  if ([...value].length < MIN_SECRET_LENGTH) {
+    if (prod) throw new ConfigError(`Invalid setting ${name}: must be at least ${MIN_SECRET_LENGTH} characters when APP_ENV=prod`)
+    warnings.push(`${name} is shorter than ${MIN_SECRET_LENGTH} characters; this is refused under APP_ENV=prod.`)
+  }
+  return value
+}
+
+// PEM in an environment variable often arrives with its line breaks written as \n.
+const pemText = (value: string) => value.includes('\n') ? value : value.replaceAll('\\n', '\n')
+
+function ed25519Key (pem: string, name: string, kind: 'private' | 'public'): KeyObject {
+  try {
+    const key = kind === 'private' ? createPrivateKey(pem) : createPublicKey(pem)
+    if (key.asymmetricKeyType === 'ed25519') return key
+  } catch {}
+  return fail(name, kind === 'private' ? 'must be a PEM (PKCS#8) Ed25519 private key' : 'must be PEM Ed25519 public keys')
+}
+
+function parseSigning (parsed: Parsed, prod: boolean, warnings: string[]): Signing {
+  if (parsed.JWT_ALG === 'HS256') {
+    return { alg: 'HS256', secret: requiredSecret(parsed.JWT_SECRET, 'JWT_SECRET', 'jwt-secret', parsed.DATA_DIR, prod, warnings) }
+  }
+  let pem = parsed.JWT_PRIVATE_KEY
+  if (pem === undefined) {
+    if (prod) throw new ConfigError('JWT_PRIVATE_KEY is required when APP_ENV=prod and JWT_ALG=EdDSA (a PEM PKCS#8 Ed25519 private key)')
+    const generated = generatedSecret(parsed.DATA_DIR, 'jwt-private-key.pem',
+      () => generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString())
+    warnings.push(`JWT_PRIVATE_KEY is not set: using the key ${generated.created ? 'generated into' : 'kept in'} ${generated.file} (development only). Set JWT_PRIVATE_KEY in production.`)
+    pem = generated.value
+  }
+  const previous = parsed.JWT_PREVIOUS_PUBLIC_KEYS === undefined ? [] : pemText(parsed.JWT_PREVIOUS_PUBLIC_KEYS).match(PEM_PUBLIC_KEY) ?? []
+  if (parsed.JWT_PREVIOUS_PUBLIC_KEYS !== undefined && previous.length === 0) fail('JWT_PREVIOUS_PUBLIC_KEYS', 'must be one or more PEM public keys')
   return {
-    config: { ...parsed, JWT_SECRET: secret },
-    warnings
+    alg: 'EdDSA',
+    privateKey: ed25519Key(pemText(pem), 'JWT_PRIVATE_KEY', 'private'),
+    previousPublicKeys: previous.map((block) => ed25519Key(block, 'JWT_PREVIOUS_PUBLIC_KEYS', 'public'))
   }
 }
+
+const PEM_PUBLIC_KEY = /-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g
 
 /** Only where the database is, for `npm run db:migrate`, which needs nothing else. */
 export function parseDatabaseSettings (env: Record<string, string | undefined>): Pick<Config, 'DATABASE_URL' | 'DATA_DIR'> {

@@ -1,5 +1,5 @@
 // Drizzle tables. Imports only from packages: drizzle-kit loads this file on its own.
-import { index, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import { index, integer, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
 
 export const users = pgTable('users', {
   id: uuid('id').primaryKey().defaultRandom(),
@@ -38,3 +38,11 @@ export const sessions = pgTable('sessions', {
 ])
 
 export type SessionRow = typeof sessions.$inferSelect
+
+// Rate-limit counters (API.md §8) when no Redis is configured: fixed windows keyed by a hash of
+// what they count (never an email or address in clear). Expired rows are swept like sessions.
+export const rateLimitCounters = pgTable('rate_limit_counters', {
+  key: text('key').primaryKey(),
+  count: integer('count').notNull(),
+  expiresAt: time('expires_at').notNull()
+}, (t) => [index('rate_limit_counters_expires_at_idx').on(t.expiresAt)])

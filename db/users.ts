@@ -16,6 +16,10 @@ export function createUserRepository (db: Database) {
       return rows[0] ?? null
     },
 
+    async updatePasswordHash (id: string, passwordHash: string): Promise<void> {
+      await guarded(db.update(users).set({ passwordHash }).where(eq(users.id, id)))
+    },
+
     async findById (id: string): Promise<User | null> {
       const rows = await guarded(db.select().from(users).where(eq(users.id, id)).limit(1))
       return rows[0] ?? null

@@ -5,6 +5,8 @@ import fastifyJwt from '@fastify/jwt'
 import argon2 from 'argon2'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { publicJwk, publicPem, type PublicJwk } from '../lib/jwt-keys.ts'
+import { normalizePassword } from '../lib/password-policy.ts'
 import { deriveRefreshKey } from '../sessions/refresh-token.ts'
 import { ProblemError } from './errors.ts'
 
@@ -22,6 +24,8 @@ declare module 'fastify' {
     }
     accessTokens: { issue (principal: Principal): { token: string, expiresIn: number } }
     refreshKey: Buffer
+    /** The JSON Web Key Set of /.well-known/jwks.json: public keys only. */
+    jwks: { keys: PublicJwk[] }
     authenticate (request: FastifyRequest): Promise<void>
   }
   interface FastifyRequest {
@@ -38,9 +42,6 @@ declare module '@fastify/jwt' {
 // OWASP's argon2id minimum (m = 19 MiB, t = 2, p = 1), API.md §9. argon2 hashes on the libuv
 // thread pool, off the event loop.
 const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19 * 1024, timeCost: 2, parallelism: 1 } as const
-
-// NIST SP 800-63B: compare passwords in NFKC so that equivalent input always matches.
-const normalizePassword = (password: string) => password.normalize('NFKC')
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -66,20 +67,34 @@ async function authPlugin (app: FastifyInstance): Promise<void> {
     }
   })
 
+  // HS256: one shared secret, nothing to publish. EdDSA: the current key signs and is
+  // published with its kid; keys of JWT_PREVIOUS_PUBLIC_KEYS still verify and are published,
+  // so a key rotation logs no one out (API.md §5.3).
+  const { signing } = config
+  const currentJwk = signing.alg === 'EdDSA' ? publicJwk(signing.privateKey) : null
+  const previousKeys = new Map(signing.alg === 'EdDSA'
+    ? signing.previousPublicKeys.map((key) => [publicJwk(key).kid, publicPem(key)] as const)
+    : [])
+  app.decorate('jwks', {
+    keys: signing.alg === 'EdDSA' ? [currentJwk!, ...signing.previousPublicKeys.map(publicJwk)] : []
+  })
+
   // The defaults of @fastify/jwt and fast-jwt would accept tokens API.md §4.1 rejects: pin the
-  // algorithm, require every claim, check iss/aud/typ. The key is fixed, so header hints
-  // (kid, jwk, jku) are never used to find one.
+  // algorithm, require every claim, check iss/aud/typ. Keys come only from the settings: a
+  // token's `kid` picks one of them, and header hints (jwk, jku) are never used.
   await app.register(fastifyJwt, {
-    secret: config.JWT_SECRET,
+    secret: signing.alg === 'HS256'
+      ? signing.secret
+      : { private: signing.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), public: publicPem(signing.privateKey) },
     sign: {
-      algorithm: 'HS256',
+      algorithm: signing.alg,
       iss: config.JWT_ISSUER,
       aud: config.JWT_AUDIENCE,
       expiresIn: accessSeconds,
-      header: { alg: 'HS256', typ: 'at+jwt' }
+      header: { alg: signing.alg, typ: 'at+jwt', ...(currentJwk ? { kid: currentJwk.kid } : {}) }
     },
     verify: {
-      algorithms: ['HS256'],
+      algorithms: [signing.alg],
       allowedIss: config.JWT_ISSUER,
       allowedAud: config.JWT_AUDIENCE,
       requiredClaims: ['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp'],
@@ -93,7 +108,16 @@ async function authPlugin (app: FastifyInstance): Promise<void> {
       expiresIn: accessSeconds
     })
   })
-  app.decorate('refreshKey', deriveRefreshKey(config.JWT_SECRET))
+  app.decorate('refreshKey', deriveRefreshKey(config.refreshKeySource))
+
+  function verifyAccessToken (token: string): { sub?: unknown, sid?: unknown, jti?: unknown } {
+    if (currentJwk === null) return app.jwt.verify(token)
+    const { kid } = (app.jwt.decode(token, { complete: true }) as { header: { kid?: unknown } }).header
+    if (kid === currentJwk.kid) return app.jwt.verify(token)
+    const previous = typeof kid === 'string' ? previousKeys.get(kid) : undefined
+    if (previous === undefined) throw new Error('unknown kid')
+    return app.jwt.verify(token, { key: previous })
+  }
 
   app.decorateRequest('principal', null)
   app.decorate('authenticate', async function authenticate (request: FastifyRequest) {
@@ -109,7 +133,7 @@ async function authPlugin (app: FastifyInstance): Promise<void> {
     // Signature and claims first: a forged or expired token costs no store access.
     let claims: { sub?: unknown, sid?: unknown, jti?: unknown }
     try {
-      claims = app.jwt.verify(token)
+      claims = verifyAccessToken(token)
     } catch {
       throw rejected()
     }

@@ -37,6 +37,8 @@ export type ProblemCode = keyof typeof problems
 export interface FieldError { field: string, message: string }
 
 interface ProblemOptions {
+  /** A status other than the code's usual one (403 invalid_credentials at password change). */
+  status?: number
   detail?: string
   errors?: FieldError[]
   headers?: Record<string, string>
@@ -54,7 +56,7 @@ export class ProblemError extends Error {
     super(options.detail ?? problems[code][2], { cause: options.cause })
     this.name = 'ProblemError'
     this.code = code
-    this.statusCode = problems[code][0]
+    this.statusCode = options.status ?? problems[code][0]
     this.options = options
   }
 }
@@ -66,7 +68,8 @@ export function unavailable (cause: unknown): ProblemError {
 
 /** The document of API.md §2.2 for an error; `detail` is always text the service wrote. */
 export function problemBody (error: ProblemError, requestId: string): ProblemBody {
-  const [status, title, genericDetail] = problems[error.code]
+  const [, title, genericDetail] = problems[error.code]
+  const status = error.statusCode
   return {
     type: 'about:blank',
     title,

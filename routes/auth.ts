@@ -1,15 +1,19 @@
-// The /api/v1/auth routes (API.md §5.4–5.11): signup, login, me, refresh, logout, logout-all,
-// and the caller's device sessions.
+// The /api/v1/auth routes (API.md §5.4–5.11, §12.1): signup, login, me, refresh, logout,
+// logout-all, the caller's device sessions and password change. Every route here counts
+// toward the per-IP rate limit (§8); every auth event is audited (§12.4).
 import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { User } from '../db/schema.ts'
+import { audit, truncateUserAgent } from '../lib/audit.ts'
+import { passwordProblem } from '../lib/password-policy.ts'
 import { invalidToken } from '../plugins/auth.ts'
 import { ProblemError } from '../plugins/errors.ts'
+import { ipRateLimit, tooManyRequests } from '../plugins/rate-limit.ts'
 import {
-  EmptyBodySchema, LoginBodySchema, LoginResponseSchema, RefreshBodySchema, RefreshResponseSchema,
-  SessionListSchema, SessionParamsSchema, SignupBodySchema, UserSchema, type UserBody
+  EmptyBodySchema, LoginBodySchema, LoginResponseSchema, PasswordChangeBodySchema, RefreshBodySchema,
+  RefreshResponseSchema, SessionListSchema, SessionParamsSchema, SignupBodySchema, UserSchema, type UserBody
 } from '../schema/auth.ts'
 import { normalizeEmail, problemResponses } from '../schema/common.ts'
 import { hashRefreshToken, mintRefreshToken, parseRefreshToken, successorOf } from '../sessions/refresh-token.ts'
@@ -17,7 +21,6 @@ import { hashRefreshToken, mintRefreshToken, parseRefreshToken, successorOf } fr
 export const AUTH_PREFIX = '/api/v1/auth'
 const REFRESH_COOKIE = 'refresh_token'
 const MAX_SESSION_ID_LENGTH = 1024
-const MAX_USER_AGENT_LENGTH = 512
 
 const NoContent = Type.Null({ description: 'No content' })
 const bearer = [{ bearerAuth: [] }]
@@ -26,10 +29,12 @@ function userBody (user: User): UserBody {
   return { id: user.id, email: user.email, name: user.name, created_at: user.createdAt.toISOString() }
 }
 
-function truncate (text: string | undefined, max: number): string | null {
-  if (text === undefined) return null
-  const codePoints = [...text]
-  return codePoints.length > max ? codePoints.slice(0, max).join('') : text
+/** 400 weak_password when the policy of API.md §3.3 refuses the password. */
+function checkPasswordPolicy (password: string, account: { email: string, name: string }, field: string): void {
+  const problem = passwordProblem(password, account)
+  if (problem === null) return
+  const message = problem === 'common' ? 'is too common: it appears in lists of breached passwords' : 'must not contain the email or the name'
+  throw new ProblemError('weak_password', { detail: `${field} ${message}`, errors: [{ field, message }] })
 }
 
 // Refresh, logout and logout-all also accept a request without a body (API.md §2.1).
@@ -39,6 +44,7 @@ async function bodyIsOptional (request: FastifyRequest): Promise<void> {
 
 const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
+  await app.register(ipRateLimit)
   const cookieAttributes = {
     path: AUTH_PREFIX,
     httpOnly: true,
@@ -65,6 +71,19 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return { token: cookie || undefined, fromBody: false }
   }
 
+  /**
+   * Cross-site protection (API.md §2.6): a cookie-authenticated request from a foreign Origin
+   * is refused before the cookie is read. SameSite=Strict already keeps the cookie off
+   * cross-site requests in current browsers; this also covers same-site origins (another port
+   * or subdomain) and older browsers.
+   */
+  function checkCookieOrigin (request: FastifyRequest, body: { refresh_token?: string }): void {
+    const origin = request.headers.origin
+    if (!config.REFRESH_IN_COOKIE || body.refresh_token !== undefined || origin === undefined) return
+    const listed = Array.isArray(config.CORS_ORIGINS) && config.CORS_ORIGINS.includes(origin)
+    if (!listed && origin !== `${request.protocol}://${request.host}`) throw new ProblemError('origin_not_allowed')
+  }
+
   function principalOf (request: FastifyRequest) {
     if (!request.principal) throw new Error('route requires the authenticate preHandler')
     return request.principal
@@ -82,9 +101,14 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { password, name } = request.body
     const email = normalizeEmail(request.body.email)
     if (email === null) throw new Error('email passed validation but does not normalise')
+    checkPasswordPolicy(password, { email, name }, 'password')
     const passwordHash = await app.passwords.hash(password)
     const user = await app.users.create({ email, name, passwordHash })
-    if (user === null) throw new ProblemError('email_taken')
+    if (user === null) {
+      audit(request, 'signup', { outcome: 'failed', reason: 'email_taken' })
+      throw new ProblemError('email_taken')
+    }
+    audit(request, 'signup', { outcome: 'ok', userId: user.id })
     return reply.code(201).send(userBody(user))
   })
 
@@ -99,10 +123,20 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const { password, device_name: deviceName, return_refresh_in_body: refreshInBody } = request.body
     const email = normalizeEmail(request.body.email) ?? ''
+    // Throttled: refused without checking the password, so no guess is tested (API.md §8).
+    const waitMs = await app.loginThrottle.blockedFor(email, request)
+    if (waitMs > 0) {
+      audit(request, 'throttled', { outcome: 'denied', email, reason: 'too_many_requests' })
+      throw tooManyRequests(waitMs)
+    }
     const user = await app.users.findByEmail(email)
     // Unknown email or wrong password: the same work, answer and timing (API.md §9).
     const passwordOk = await app.passwords.verify(user?.passwordHash ?? null, password)
-    if (user === null || !passwordOk) throw new ProblemError('invalid_credentials')
+    if (user === null || !passwordOk) {
+      await app.loginThrottle.failed(email, request)
+      audit(request, 'login', { outcome: 'failed', userId: user?.id, email, reason: 'invalid_credentials' })
+      throw new ProblemError('invalid_credentials')
+    }
 
     const sessionId = randomUUID()
     const refreshToken = mintRefreshToken({ userId: user.id, sessionId })
@@ -114,11 +148,13 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       sessionId,
       tokenHash: hashRefreshToken(refreshToken),
       deviceName: deviceName ?? null,
-      userAgent: truncate(request.headers['user-agent'], MAX_USER_AGENT_LENGTH),
+      userAgent: truncateUserAgent(request.headers['user-agent']),
       ip: request.ip ?? null,
       replaces: old && oldToken && old.userId === user.id ? { sessionId: old.sessionId, tokenHash: hashRefreshToken(oldToken) } : undefined
     })
 
+    await app.loginThrottle.succeeded(email, request)
+    audit(request, 'login', { outcome: 'ok', userId: user.id, sessionId })
     const access = app.accessTokens.issue({ userId: user.id, sessionId })
     setRefreshCookie(reply, refreshToken, ttlMs)
     return {
@@ -154,17 +190,22 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: RefreshResponseSchema, ...problemResponses(400, 401, 403, 409, 413, 415, 429, 500, 503) }
     }
   }, async (request, reply) => {
+    checkCookieOrigin(request, request.body)
     const { token, fromBody } = presentedRefreshToken(request, request.body)
     const parts = token === undefined ? null : parseRefreshToken(token)
     if (token === undefined || parts === null) throw new ProblemError('invalid_refresh_token')
 
     const successor = successorOf(token, parts, app.refreshKey)
     const outcome = await app.sessions.rotate(parts.userId, parts.sessionId, hashRefreshToken(token), hashRefreshToken(successor))
+    const who = { userId: parts.userId, sessionId: parts.sessionId }
     switch (outcome.kind) {
       case 'in_progress': throw new ProblemError('refresh_in_progress')
-      case 'reused': throw new ProblemError('refresh_reused')
+      case 'reused':
+        audit(request, 'reuse_detected', { outcome: 'denied', ...who, reason: 'refresh_reused' })
+        throw new ProblemError('refresh_reused')
       case 'invalid': throw new ProblemError('invalid_refresh_token')
     }
+    audit(request, 'refresh', { outcome: 'ok', ...who, ...(outcome.kind === 'duplicate' ? { reason: 'duplicate_within_grace' } : {}) })
     const access = app.accessTokens.issue(parts)
     setRefreshCookie(reply, successor, outcome.ttlMs)
     return {
@@ -185,10 +226,12 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: NoContent, ...problemResponses(400, 403, 413, 415, 429, 500, 503) }
     }
   }, async (request, reply) => {
+    checkCookieOrigin(request, request.body)
     const { token } = presentedRefreshToken(request, request.body)
     const parts = token === undefined ? null : parseRefreshToken(token)
-    if (token !== undefined && parts !== null) {
-      await app.sessions.revokeByToken(parts.userId, parts.sessionId, hashRefreshToken(token))
+    if (token !== undefined && parts !== null &&
+        await app.sessions.revokeByToken(parts.userId, parts.sessionId, hashRefreshToken(token))) {
+      audit(request, 'logout', { outcome: 'ok', userId: parts.userId, sessionId: parts.sessionId })
     }
     clearRefreshCookie(reply)
     return reply.code(204).send(null)
@@ -205,7 +248,9 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: NoContent, ...problemResponses(400, 401, 413, 415, 429, 500, 503) }
     }
   }, async (request, reply) => {
-    await app.sessions.revokeAll(principalOf(request).userId)
+    const principal = principalOf(request)
+    await app.sessions.revokeAll(principal.userId)
+    audit(request, 'logout_all', { outcome: 'ok', ...principal })
     clearRefreshCookie(reply)
     return reply.code(204).send(null)
   })
@@ -250,8 +295,48 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: NoContent, ...problemResponses(401, 404, 414, 429, 500, 503) }
     }
   }, async (request, reply) => {
-    const ended = await app.sessions.revoke(principalOf(request).userId, request.params.id)
+    const principal = principalOf(request)
+    const ended = await app.sessions.revoke(principal.userId, request.params.id)
     if (!ended) throw new ProblemError('session_not_found')
+    audit(request, 'session_ended', { outcome: 'ok', userId: principal.userId, sessionId: request.params.id })
+    return reply.code(204).send(null)
+  })
+
+  app.post('/password', {
+    preHandler: app.authenticate,
+    schema: {
+      summary: 'Change the password',
+      description: 'Requires the current password. Ends every other session of the user; this one keeps working.',
+      tags: ['auth'],
+      security: bearer,
+      body: PasswordChangeBodySchema,
+      response: { 204: NoContent, ...problemResponses(400, 401, 403, 413, 415, 429, 500, 503) }
+    }
+  }, async (request, reply) => {
+    const principal = principalOf(request)
+    const user = await app.users.findById(principal.userId)
+    if (user === null) throw invalidToken(request)
+    const { current_password: currentPassword, new_password: newPassword } = request.body
+
+    const waitMs = await app.loginThrottle.blockedFor(user.email, request)
+    if (waitMs > 0) {
+      audit(request, 'throttled', { outcome: 'denied', ...principal, email: user.email, reason: 'too_many_requests' })
+      throw tooManyRequests(waitMs)
+    }
+    if (!await app.passwords.verify(user.passwordHash, currentPassword)) {
+      await app.loginThrottle.failed(user.email, request)
+      audit(request, 'password_changed', { outcome: 'failed', ...principal, email: user.email, reason: 'invalid_credentials' })
+      // 403, not 401: the access token is fine, and a 401 would tell clients to log in again.
+      throw new ProblemError('invalid_credentials', { status: 403 })
+    }
+    checkPasswordPolicy(newPassword, user, 'new_password')
+    const passwordHash = await app.passwords.hash(newPassword)
+    // Sessions first: if the database then fails (503), the password is unchanged and the
+    // request can simply be retried; other devices have to log in again either way.
+    await app.sessions.revokeOthers(principal.userId, principal.sessionId)
+    await app.users.updatePasswordHash(principal.userId, passwordHash)
+    await app.loginThrottle.succeeded(user.email, request)
+    audit(request, 'password_changed', { outcome: 'ok', ...principal })
     return reply.code(204).send(null)
   })
 }

@@ -37,14 +37,25 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return { status: 'ready' as const, checks }
   })
 
-  // Tokens are HS256 (a shared secret): no public key to publish.
+  // Empty under HS256 (a shared secret has nothing public); the Ed25519 keys under EdDSA.
   app.get('/.well-known/jwks.json', {
     schema: {
       summary: 'Public keys that verify access tokens',
       tags: ['health'],
-      response: { 200: Type.Object({ keys: Type.Array(Type.Object({ kid: Type.String() }, { additionalProperties: true })) }) }
+      response: {
+        200: Type.Object({
+          keys: Type.Array(Type.Object({
+            kty: Type.Literal('OKP'),
+            crv: Type.Literal('Ed25519'),
+            x: Type.String(),
+            kid: Type.String({ description: 'RFC 7638 thumbprint' }),
+            alg: Type.Literal('EdDSA'),
+            use: Type.Literal('sig')
+          }))
+        })
+      }
     }
-  }, async () => ({ keys: [] }))
+  }, async () => app.jwks)
 }
 
 export default healthRoutes

@@ -30,6 +30,11 @@ export const RefreshBodySchema = Type.Object({
 }, { additionalProperties: false, description: 'Optional: without refresh_token the refresh_token cookie is used' })
 export type RefreshBody = Static<typeof RefreshBodySchema>
 
+export const PasswordChangeBodySchema = Type.Object({
+  current_password: PasswordSchema,
+  new_password: NewPasswordSchema
+}, { additionalProperties: false })
+
 export const EmptyBodySchema = Type.Object({}, { additionalProperties: false })
 
 export const UserSchema = Type.Object({

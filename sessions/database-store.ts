@@ -7,10 +7,10 @@
 //
 // Expired rows count as gone in every query and are deleted without a cron job: a login
 // deletes its user's expired rows and a bounded batch of anyone's.
-import { and, asc, desc, eq, gt, inArray, lte, or, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, inArray, lte, ne, or, sql } from 'drizzle-orm'
 import { guarded, queryRows, type Database } from '../db/database.ts'
-import { sessions, type SessionRow } from '../db/schema.ts'
-import type { Lifetime, NewSession, RotateOutcome, SessionInfo, SessionSettings, SessionStore } from './store.ts'
+import { rateLimitCounters, sessions, type SessionRow } from '../db/schema.ts'
+import { counterId, type Count, type Lifetime, type NewSession, type RotateOutcome, type SessionInfo, type SessionSettings, type SessionStore } from './store.ts'
 
 // Within the 5 s that a request needing an unavailable store may take (API.md §9).
 const STORE_TIMEOUT_MS = 2000
@@ -82,6 +82,9 @@ export function createDatabaseSessionStore (db: Database, settings: SessionSetti
       const expired = tx.select({ id: sessions.id }).from(sessions)
         .where(lte(sessions.expiresAt, new Date(now))).limit(SWEEP_BATCH).for('update', { skipLocked: true })
       await tx.delete(sessions).where(inArray(sessions.id, expired))
+      const expiredCounters = tx.select({ key: rateLimitCounters.key }).from(rateLimitCounters)
+        .where(lte(rateLimitCounters.expiresAt, new Date(now))).limit(SWEEP_BATCH).for('update', { skipLocked: true })
+      await tx.delete(rateLimitCounters).where(inArray(rateLimitCounters.key, expiredCounters))
       return { ttlMs: expiresAt - now }
     }),
 
@@ -130,6 +133,10 @@ export function createDatabaseSessionStore (db: Database, settings: SessionSetti
       await tx.delete(sessions).where(eq(sessions.userId, userId))
     }),
 
+    revokeOthers: (userId, keepSessionId) => decide(async (tx) => {
+      await tx.delete(sessions).where(and(eq(sessions.userId, userId), ne(sessions.id, keepSessionId)))
+    }),
+
     list: async (userId) => {
       const rows = await guarded(db.select().from(sessions)
         .where(and(eq(sessions.userId, userId), notExpired()))
@@ -143,7 +150,34 @@ export function createDatabaseSessionStore (db: Database, settings: SessionSetti
       return rows.length > 0
     },
 
-    ping: async () => { await guarded(queryRows(db, sql`select 1`), 1000) }
+    ping: async () => { await guarded(queryRows(db, sql`select 1`), 1000) },
+
+    counters: {
+      // One statement: a new row, a count added to an open window, or a window started anew.
+      hit: async (key, windowMs) => {
+        const [row] = await guarded(queryRows<{ count: number, ttl_ms: number }>(db, sql`
+          insert into rate_limit_counters as c (key, count, expires_at)
+          values (${counterId(key)}, 1, clock_timestamp() + ${windowMs} * interval '1 millisecond')
+          on conflict (key) do update set
+            count = case when c.expires_at <= clock_timestamp() then 1 else c.count + 1 end,
+            expires_at = case when c.expires_at <= clock_timestamp() then excluded.expires_at else c.expires_at end
+          returning count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms`), STORE_TIMEOUT_MS)
+        return { count: Number(row?.count), ttlMs: Math.max(1, Math.ceil(Number(row?.ttl_ms))) }
+      },
+      peek: async (keys) => {
+        const ids = keys.map(counterId)
+        const rows = await guarded(queryRows<{ key: string, count: number, ttl_ms: number }>(db, sql`
+          select key, count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms
+          from rate_limit_counters where key in (${sql.join(ids.map((id) => sql`${id}`), sql`, `)}) and expires_at > clock_timestamp()`), STORE_TIMEOUT_MS)
+        return ids.map((id): Count => {
+          const row = rows.find((r) => r.key === id)
+          return row ? { count: Number(row.count), ttlMs: Math.max(1, Math.ceil(Number(row.ttl_ms))) } : { count: 0, ttlMs: 0 }
+        })
+      },
+      clear: async (keys) => {
+        await guarded(db.delete(rateLimitCounters).where(inArray(rateLimitCounters.key, keys.map(counterId))), STORE_TIMEOUT_MS)
+      }
+    }
   }
 }
 

@@ -10,7 +10,7 @@
 // before the script reads the index, and they share the hash tag, hence the slot, of KEYS[1].
 import type { Redis } from 'ioredis'
 import { unavailable } from '../plugins/errors.ts'
-import type { Lifetime, NewSession, RotateOutcome, SessionInfo, SessionSettings, SessionStore } from './store.ts'
+import { counterId, type Lifetime, type NewSession, type RotateOutcome, type SessionInfo, type SessionSettings, type SessionStore } from './store.ts'
 
 // Every write script first checks the caller's deadline (last ARGV, on Redis' clock): a
 // command that reaches Redis after the caller has timed out and answered 503 (Redis stalled,
@@ -120,11 +120,27 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return n
 `
 
-// KEYS: index. ARGV: user key prefix, deadline.
+// KEYS: index. ARGV: user key prefix, sid to keep ('' = none), deadline.
 const REVOKE_ALL = DEADLINE + `
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('DEL', ARGV[1] .. sid) end
-redis.call('DEL', KEYS[1])
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if sid ~= ARGV[2] then
+    redis.call('DEL', ARGV[1] .. sid)
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
 return 1
+`
+
+// KEYS: counter. ARGV: window ms. The window starts at the first event (API.md §8).
+const HIT = `
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
 `
 
 const WRITE_DEADLINE_MS = 800
@@ -177,8 +193,10 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
     rotate: defineScript(redis, 'authSessionRotate', 2, ROTATE),
     revokeByToken: defineScript(redis, 'authSessionRevokeByToken', 2, REVOKE_BY_TOKEN),
     revoke: defineScript(redis, 'authSessionRevoke', 2, REVOKE),
-    revokeAll: defineScript(redis, 'authSessionRevokeAll', 1, REVOKE_ALL)
+    revokeAll: defineScript(redis, 'authSessionRevokeAll', 1, REVOKE_ALL),
+    hit: defineScript(redis, 'authCounterHit', 1, HIT)
   }
+  const counterKey = (key: string) => `${keyPrefix}ratelimit:${counterId(key)}`
 
   return {
     create: (s: NewSession): Promise<Lifetime> => guarded(async () => {
@@ -205,7 +223,11 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
       await scripts.revoke(sessionKey(userId, sessionId), indexKey(userId), sessionId, deadline()) === 1),
 
     revokeAll: (userId) => guarded(async () => {
-      await scripts.revokeAll(indexKey(userId), sessionPrefix(userId), deadline())
+      await scripts.revokeAll(indexKey(userId), sessionPrefix(userId), '', deadline())
+    }),
+
+    revokeOthers: (userId, keepSessionId) => guarded(async () => {
+      await scripts.revokeAll(indexKey(userId), sessionPrefix(userId), keepSessionId, deadline())
     }),
 
     list: (userId) => guarded(async () => {
@@ -235,6 +257,30 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
 
     isAlive: (userId, sessionId) => guarded(async () => await redis.exists(sessionKey(userId, sessionId)) === 1),
 
-    ping: () => guarded(async () => { await redis.ping() })
+    ping: () => guarded(async () => { await redis.ping() }),
+
+    counters: {
+      hit: (key, windowMs) => guarded(async () => {
+        const [count, ttlMs] = await scripts.hit(counterKey(key), windowMs) as [number, number]
+        return { count: Number(count), ttlMs: Number(ttlMs) }
+      }),
+      // One command per key (a pipeline), so keys may live in different cluster slots.
+      peek: (keys) => guarded(async () => {
+        const pipeline = redis.pipeline()
+        for (const key of keys) pipeline.get(counterKey(key)).pttl(counterKey(key))
+        const replies = await pipeline.exec() ?? []
+        return keys.map((_key, i) => {
+          const [countError, count] = replies[2 * i] ?? []
+          const [ttlError, ttl] = replies[2 * i + 1] ?? []
+          if (countError || ttlError) throw countError ?? ttlError
+          return count === null || Number(ttl) <= 0 ? { count: 0, ttlMs: 0 } : { count: Number(count), ttlMs: Number(ttl) }
+        })
+      }),
+      clear: (keys) => guarded(async () => {
+        const pipeline = redis.pipeline()
+        for (const key of keys) pipeline.del(counterKey(key))
+        for (const [error] of await pipeline.exec() ?? []) if (error) throw error
+      })
+    }
   }
 }

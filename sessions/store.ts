@@ -1,5 +1,6 @@
-// The refresh-session store contract (API.md §6, §7), whatever holds the sessions.
+// The session store contract (API.md §6, §7, §8), whatever holds the sessions and counters.
 // Times come from the store's own clock so that every instance decides alike.
+import { createHash } from 'node:crypto'
 
 export interface SessionSettings {
   /** Idle lifetime, renewed by every rotation (REFRESH_DAYS). */
@@ -45,7 +46,31 @@ export interface NewSession extends DeviceInfo {
   replaces?: { sessionId: string, tokenHash: string }
 }
 
+/** How stores name a counter: a hash, so no email or address is stored in clear. */
+export function counterId (key: string): string {
+  return createHash('sha256').update(key).digest('base64url')
+}
+
+/** A rate-limit counter (API.md §8): its count and the time left in its window. */
+export interface Count {
+  count: number
+  ttlMs: number
+}
+
+/**
+ * Rate-limit counters in fixed windows that start at the first counted event, shared by all
+ * instances. Keys are opaque strings chosen by the caller.
+ */
+export interface CounterStore {
+  /** Counts one event; a window ended or absent starts anew. */
+  hit (key: string, windowMs: number): Promise<Count>
+  /** The counts of open windows, without counting (count 0 when none is open). */
+  peek (keys: string[]): Promise<Count[]>
+  clear (keys: string[]): Promise<void>
+}
+
 export interface SessionStore {
+  counters: CounterStore
   /** Creates a session; ends the least recently used ones beyond the per-user cap, atomically. */
   create (session: NewSession): Promise<Lifetime>
   /** Decides rules 1–4 of API.md §6 in one atomic step. */
@@ -56,6 +81,8 @@ export interface SessionStore {
   revoke (userId: string, sessionId: string): Promise<boolean>
   /** Ends every session of the user. */
   revokeAll (userId: string): Promise<void>
+  /** Ends every session of the user but one (a password change keeps the caller's). */
+  revokeOthers (userId: string, keepSessionId: string): Promise<void>
   list (userId: string): Promise<SessionInfo[]>
   isAlive (userId: string, sessionId: string): Promise<boolean>
   /** Resolves when the store answers within about a second. */

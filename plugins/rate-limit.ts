@@ -1,0 +1,104 @@
+// Rate limiting (API.md §8), with counters in the session store so every instance shares them.
+// - `ipRateLimit`: RATE_LIMIT_IP_PER_MINUTE requests per client address and minute to the
+//   routes of the scope it is registered in, counted in `onRequest` (before the body is read),
+//   through @fastify/rate-limit with the session store's counters as its store.
+// - decorates `loginThrottle`: the failed-login throttle, keyed by email + client address
+//   (LOGIN_FAIL_MAX) and by email alone (5 × LOGIN_FAIL_MAX). The second key stops guessing
+//   spread over many addresses; the first, lower one means a stranger's failures from one
+//   address block that address only, and the owner logs in from elsewhere (OWASP ASVS 5.0
+//   V6.3, "account lockout" without a permanent lock). Windows end by themselves.
+// Both fail open: when the store is down the request goes on and meets the 503 of its own
+// store access.
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { audit } from '../lib/audit.ts'
+import { clientAddress } from '../lib/client-address.ts'
+import type { CounterStore } from '../sessions/store.ts'
+import { ProblemError } from './errors.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    loginThrottle: ReturnType<typeof createLoginThrottle>
+  }
+}
+
+const EMAIL_FACTOR = 5
+
+/** 429 too_many_requests with Retry-After in whole seconds, at least 1 (API.md §8). */
+export function tooManyRequests (ttlMs: number): ProblemError {
+  return new ProblemError('too_many_requests', { headers: { 'retry-after': String(Math.max(1, Math.ceil(ttlMs / 1000))) } })
+}
+
+function createLoginThrottle (counters: CounterStore, max: number, windowMs: number, log: FastifyInstance['log']) {
+  const keys = (email: string, request: FastifyRequest) => [`login:${email}|${clientAddress(request.ip)}`, `login:${email}`]
+  const failOpen = (error: unknown) => { log.warn({ err: error }, 'Rate-limit store unavailable; not throttling') }
+  return {
+    /** The time left until this email may try again from this client, or 0 when it may now. */
+    async blockedFor (email: string, request: FastifyRequest): Promise<number> {
+      try {
+        const [byAddress, byEmail] = await counters.peek(keys(email, request))
+        const waits = [
+          byAddress && byAddress.count >= max ? byAddress.ttlMs : 0,
+          byEmail && byEmail.count >= EMAIL_FACTOR * max ? byEmail.ttlMs : 0
+        ]
+        return Math.max(...waits)
+      } catch (error) {
+        failOpen(error)
+        return 0
+      }
+    },
+    async failed (email: string, request: FastifyRequest): Promise<void> {
+      try {
+        await Promise.all(keys(email, request).map((key) => counters.hit(key, windowMs)))
+      } catch (error) {
+        failOpen(error)
+      }
+    },
+    async succeeded (email: string, request: FastifyRequest): Promise<void> {
+      try {
+        await counters.clear(keys(email, request))
+      } catch (error) {
+        failOpen(error)
+      }
+    }
+  }
+}
+
+async function loginThrottlePlugin (app: FastifyInstance): Promise<void> {
+  const { config } = app
+  app.decorate('loginThrottle', createLoginThrottle(app.sessions.counters, config.LOGIN_FAIL_MAX, config.LOGIN_FAIL_WINDOW_SECONDS * 1000, app.log))
+}
+
+export const loginThrottle = fp(loginThrottlePlugin, { name: 'login-throttle', fastify: '5.x', dependencies: ['sessions'] })
+
+async function ipRateLimitPlugin (app: FastifyInstance): Promise<void> {
+  const max = app.config.RATE_LIMIT_IP_PER_MINUTE
+  if (max === 0) return
+  const counters = app.sessions.counters
+  // @fastify/rate-limit's store interface, over the session store's counters.
+  class SessionStoreCounters {
+    incr (key: string, done: (error: Error | null, result?: { current: number, ttl: number }) => void, timeWindow: number): void {
+      counters.hit(`ip:${key}`, timeWindow).then(({ count, ttlMs }) => done(null, { current: count, ttl: ttlMs }), done)
+    }
+
+    child () {
+      return this
+    }
+  }
+  await app.register(rateLimit, {
+    max,
+    timeWindow: 60_000,
+    hook: 'onRequest',
+    store: SessionStoreCounters as never,
+    keyGenerator: (request) => clientAddress(request.ip),
+    skipOnError: true,
+    // Only Retry-After: responses carry only what API.md defines (§2.2).
+    addHeaders: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false, 'retry-after': false },
+    addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+    onExceeded: (request) => { audit(request, 'rate_limited', { outcome: 'denied', reason: 'too_many_requests' }) },
+    errorResponseBuilder: (_request, context) => tooManyRequests(context.ttl)
+  })
+}
+
+export const ipRateLimit = fp(ipRateLimitPlugin, { name: 'ip-rate-limit', fastify: '5.x', dependencies: ['sessions'] })
