@@ -10,7 +10,7 @@ import authPlugin from './plugins/auth.ts'
 import corsPlugin, { corsHeaders } from './plugins/cors.ts'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
 import errorsPlugin, { clientErrorHandler, frameworkErrors, ProblemError } from './plugins/errors.ts'
-import { loginThrottle } from './plugins/rate-limit.ts'
+import { rateLimits } from './plugins/rate-limit.ts'
 import redisPlugin from './plugins/redis.ts'
 import securityHeaders from './plugins/security-headers.ts'
 import sessionsPlugin from './plugins/sessions.ts'
@@ -126,7 +126,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   if (config.REDIS_URL !== undefined) await app.register(redisPlugin)
   await app.register(sessionsPlugin)
   await app.register(authPlugin)
-  await app.register(loginThrottle)
+  await app.register(rateLimits)
 
   await app.register(healthRoutes)
   await app.register(authRoutes, { prefix: AUTH_PREFIX })

@@ -8,7 +8,8 @@
 //   address block that address only, and the owner logs in from elsewhere (OWASP ASVS 5.0
 //   V6.3, "account lockout" without a permanent lock). Windows end by themselves.
 // Both fail open: when the store is down the request goes on and meets the 503 of its own
-// store access.
+// store access. After a failure the counters are skipped for a moment, so a store that hangs
+// costs one timeout, not one per limiter, within the 5 s of API.md §9.
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -20,6 +21,7 @@ import { ProblemError } from './errors.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     loginThrottle: ReturnType<typeof createLoginThrottle>
+    countedFailOpen: ReturnType<typeof failOpen>
   }
 }
 
@@ -30,56 +32,65 @@ export function tooManyRequests (ttlMs: number): ProblemError {
   return new ProblemError('too_many_requests', { headers: { 'retry-after': String(Math.max(1, Math.ceil(ttlMs / 1000))) } })
 }
 
-function createLoginThrottle (counters: CounterStore, max: number, windowMs: number, log: FastifyInstance['log']) {
-  const keys = (email: string, request: FastifyRequest) => [`login:${email}|${clientAddress(request.ip)}`, `login:${email}`]
-  const failOpen = (error: unknown) => { log.warn({ err: error }, 'Rate-limit store unavailable; not throttling') }
-  return {
-    /** The time left until this email may try again from this client, or 0 when it may now. */
-    async blockedFor (email: string, request: FastifyRequest): Promise<number> {
-      try {
-        const [byAddress, byEmail] = await counters.peek(keys(email, request))
-        const waits = [
-          byAddress && byAddress.count >= max ? byAddress.ttlMs : 0,
-          byEmail && byEmail.count >= EMAIL_FACTOR * max ? byEmail.ttlMs : 0
-        ]
-        return Math.max(...waits)
-      } catch (error) {
-        failOpen(error)
-        return 0
-      }
-    },
-    async failed (email: string, request: FastifyRequest): Promise<void> {
-      try {
-        await Promise.all(keys(email, request).map((key) => counters.hit(key, windowMs)))
-      } catch (error) {
-        failOpen(error)
-      }
-    },
-    async succeeded (email: string, request: FastifyRequest): Promise<void> {
-      try {
-        await counters.clear(keys(email, request))
-      } catch (error) {
-        failOpen(error)
-      }
+const SKIP_AFTER_FAILURE_MS = 1000
+
+/** The counters, failing open: on a store failure, `fallback` now and no store calls for a moment. */
+function failOpen (counters: CounterStore, log: FastifyInstance['log']) {
+  let skipUntil = 0
+  return async <T>(work: (counters: CounterStore) => Promise<T>, fallback: T): Promise<T> => {
+    if (Date.now() < skipUntil) return fallback
+    try {
+      return await work(counters)
+    } catch (error) {
+      skipUntil = Date.now() + SKIP_AFTER_FAILURE_MS
+      log.warn({ err: error }, 'Rate-limit counters unavailable; not limiting')
+      return fallback
     }
   }
 }
 
-async function loginThrottlePlugin (app: FastifyInstance): Promise<void> {
-  const { config } = app
-  app.decorate('loginThrottle', createLoginThrottle(app.sessions.counters, config.LOGIN_FAIL_MAX, config.LOGIN_FAIL_WINDOW_SECONDS * 1000, app.log))
+function createLoginThrottle (counted: ReturnType<typeof failOpen>, max: number, windowMs: number) {
+  const keys = (email: string, request: FastifyRequest) => [`login:${email}|${clientAddress(request.ip)}`, `login:${email}`]
+  return {
+    /** The time left until this email may try again from this client, or 0 when it may now. */
+    blockedFor: (email: string, request: FastifyRequest): Promise<number> => counted(async (counters) => {
+      const [byAddress, byEmail] = await counters.peek(keys(email, request))
+      return Math.max(
+        byAddress && byAddress.count >= max ? byAddress.ttlMs : 0,
+        byEmail && byEmail.count >= EMAIL_FACTOR * max ? byEmail.ttlMs : 0
+      )
+    }, 0),
+    failed: (email: string, request: FastifyRequest): Promise<void> => counted(async (counters) => {
+      await Promise.all(keys(email, request).map((key) => counters.hit(key, windowMs)))
+    }, undefined),
+    succeeded: (email: string, request: FastifyRequest): Promise<void> => counted(async (counters) => {
+      await counters.clear(keys(email, request))
+    }, undefined)
+  }
 }
 
-export const loginThrottle = fp(loginThrottlePlugin, { name: 'login-throttle', fastify: '5.x', dependencies: ['sessions'] })
+async function rateLimitPlugin (app: FastifyInstance): Promise<void> {
+  const { config } = app
+  const counted = failOpen(app.sessions.counters, app.log)
+  app.decorate('countedFailOpen', counted)
+  app.decorate('loginThrottle', createLoginThrottle(counted, config.LOGIN_FAIL_MAX, config.LOGIN_FAIL_WINDOW_SECONDS * 1000))
+}
+
+/** Decorates `loginThrottle` (and the fail-open counters the per-IP limit shares). */
+export const rateLimits = fp(rateLimitPlugin, { name: 'rate-limits', fastify: '5.x', dependencies: ['sessions'] })
 
 async function ipRateLimitPlugin (app: FastifyInstance): Promise<void> {
   const max = app.config.RATE_LIMIT_IP_PER_MINUTE
   if (max === 0) return
-  const counters = app.sessions.counters
-  // @fastify/rate-limit's store interface, over the session store's counters.
+  const counted = app.countedFailOpen
+  // @fastify/rate-limit's store interface, over the session store's counters. Failures are
+  // absorbed by `counted` (count 0: not limited).
   class SessionStoreCounters {
     incr (key: string, done: (error: Error | null, result?: { current: number, ttl: number }) => void, timeWindow: number): void {
-      counters.hit(`ip:${key}`, timeWindow).then(({ count, ttlMs }) => done(null, { current: count, ttl: ttlMs }), done)
+      counted(async (counters) => {
+        const { count, ttlMs } = await counters.hit(`ip:${key}`, timeWindow)
+        return { current: count, ttl: ttlMs }
+      }, { current: 0, ttl: timeWindow }).then((result) => done(null, result), done)
     }
 
     child () {
@@ -92,7 +103,6 @@ async function ipRateLimitPlugin (app: FastifyInstance): Promise<void> {
     hook: 'onRequest',
     store: SessionStoreCounters as never,
     keyGenerator: (request) => clientAddress(request.ip),
-    skipOnError: true,
     // Only Retry-After: responses carry only what API.md defines (§2.2).
     addHeaders: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false, 'retry-after': false },
     addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
@@ -101,4 +111,4 @@ async function ipRateLimitPlugin (app: FastifyInstance): Promise<void> {
   })
 }
 
-export const ipRateLimit = fp(ipRateLimitPlugin, { name: 'ip-rate-limit', fastify: '5.x', dependencies: ['sessions'] })
+export const ipRateLimit = fp(ipRateLimitPlugin, { name: 'ip-rate-limit', fastify: '5.x', dependencies: ['rate-limits'] })

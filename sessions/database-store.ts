@@ -14,6 +14,8 @@ import { counterId, type Count, type Lifetime, type NewSession, type RotateOutco
 
 // Within the 5 s that a request needing an unavailable store may take (API.md §9).
 const STORE_TIMEOUT_MS = 2000
+// Rate-limit counters fail open (plugins/rate-limit.ts): give up on them sooner.
+const COUNTER_TIMEOUT_MS = 1000
 // Expired rows of other users a login deletes on its way.
 const SWEEP_BATCH = 100
 
@@ -161,21 +163,21 @@ export function createDatabaseSessionStore (db: Database, settings: SessionSetti
           on conflict (key) do update set
             count = case when c.expires_at <= clock_timestamp() then 1 else c.count + 1 end,
             expires_at = case when c.expires_at <= clock_timestamp() then excluded.expires_at else c.expires_at end
-          returning count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms`), STORE_TIMEOUT_MS)
+          returning count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms`), COUNTER_TIMEOUT_MS)
         return { count: Number(row?.count), ttlMs: Math.max(1, Math.ceil(Number(row?.ttl_ms))) }
       },
       peek: async (keys) => {
         const ids = keys.map(counterId)
         const rows = await guarded(queryRows<{ key: string, count: number, ttl_ms: number }>(db, sql`
           select key, count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms
-          from rate_limit_counters where key in (${sql.join(ids.map((id) => sql`${id}`), sql`, `)}) and expires_at > clock_timestamp()`), STORE_TIMEOUT_MS)
+          from rate_limit_counters where key in (${sql.join(ids.map((id) => sql`${id}`), sql`, `)}) and expires_at > clock_timestamp()`), COUNTER_TIMEOUT_MS)
         return ids.map((id): Count => {
           const row = rows.find((r) => r.key === id)
           return row ? { count: Number(row.count), ttlMs: Math.max(1, Math.ceil(Number(row.ttl_ms))) } : { count: 0, ttlMs: 0 }
         })
       },
       clear: async (keys) => {
-        await guarded(db.delete(rateLimitCounters).where(inArray(rateLimitCounters.key, keys.map(counterId))), STORE_TIMEOUT_MS)
+        await guarded(db.delete(rateLimitCounters).where(inArray(rateLimitCounters.key, keys.map(counterId))), COUNTER_TIMEOUT_MS)
       }
     }
   }
