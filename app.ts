@@ -10,6 +10,7 @@ import authPlugin from './plugins/auth.ts'
 import corsPlugin, { corsHeaders } from './plugins/cors.ts'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
 import errorsPlugin, { clientErrorHandler, frameworkErrors, ProblemError } from './plugins/errors.ts'
+import openapiPlugin from './plugins/openapi.ts'
 import { rateLimits } from './plugins/rate-limit.ts'
 import redisPlugin from './plugins/redis.ts'
 import securityHeaders from './plugins/security-headers.ts'
@@ -128,6 +129,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(authPlugin)
   await app.register(rateLimits)
 
+  await app.register(openapiPlugin)
   await app.register(healthRoutes)
   await app.register(authRoutes, { prefix: AUTH_PREFIX })
 

@@ -8,6 +8,8 @@ import fp from 'fastify-plugin'
 
 // A JSON API loads nothing and may be framed by nobody.
 export const API_CSP = "default-src 'none'; frame-ancestors 'none'"
+// The reference page at /docs loads its own scripts, styles and images, and the document.
+export const DOCS_CSP = `${API_CSP}; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'`
 
 export function preRoutingHeaders (): Record<string, string> {
   return {
@@ -26,8 +28,9 @@ async function securityHeaders (app: FastifyInstance): Promise<void> {
     // HSTS only means something over TLS, which the reverse proxy terminates and sets.
     strictTransportSecurity: false
   })
-  app.addHook('onRequest', async (_request, reply) => {
-    reply.header('content-security-policy', API_CSP)
+  app.addHook('onRequest', async (request, reply) => {
+    const docs = request.url === '/docs' || request.url.startsWith('/docs/')
+    reply.header('content-security-policy', docs ? DOCS_CSP : API_CSP)
   })
 }
 

@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { ProblemError } from '../plugins/errors.ts'
-import { ChecksSchema } from '../schema/common.ts'
+import { ChecksSchema, problemResponse } from '../schema/common.ts'
 
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // Liveness consults no store: it answers while the database or Redis is down.
@@ -20,7 +20,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['health'],
       response: {
         200: Type.Object({ status: Type.Literal('ready'), checks: ChecksSchema }),
-        503: Type.Ref('ReadinessProblem')
+        503: problemResponse('ReadinessProblem')
       }
     }
   }, async () => {

@@ -1,5 +1,5 @@
 // Shared TypeBox schemas and the data rules of API.md §3 that JSON Schema alone cannot state.
-import { Type, type Static, type TSchema } from 'typebox'
+import { Type, type Static } from 'typebox'
 
 /**
  * API.md §3.1: trim ASCII whitespace, refuse anything outside printable ASCII before any case
@@ -67,7 +67,15 @@ export const ReadinessProblemSchema = Type.Object({ ...problemMembers, checks: C
   description: 'Problem document of a failed readiness check, with the state of each store'
 })
 
+/** A response of media type application/problem+json (RFC 9457), as Fastify and OpenAPI read it. */
+export function problemResponse (ref: 'Problem' | 'ReadinessProblem' = 'Problem') {
+  return {
+    description: 'Problem document (RFC 9457)',
+    content: { 'application/problem+json': { schema: Type.Ref(ref) } }
+  }
+}
+
 /** Response schemas for the error statuses a route can send, all the shared problem document. */
-export function problemResponses (...statuses: number[]): Record<number, TSchema> {
-  return Object.fromEntries(statuses.map((s) => [s, Type.Ref('Problem')]))
+export function problemResponses (...statuses: number[]): Record<number, ReturnType<typeof problemResponse>> {
+  return Object.fromEntries(statuses.map((s) => [s, problemResponse()]))
 }
