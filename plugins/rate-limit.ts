@@ -50,21 +50,26 @@ function failOpen (counters: CounterStore, log: FastifyInstance['log']) {
 }
 
 function createLoginThrottle (counted: ReturnType<typeof failOpen>, max: number, windowMs: number) {
-  const keys = (email: string, request: FastifyRequest) => [`login:${email}|${clientAddress(request.ip)}`, `login:${email}`]
+  const limits = (email: string, request: FastifyRequest) => [
+    { key: `login:${email}|${clientAddress(request.ip)}`, limit: max },
+    { key: `login:${email}`, limit: EMAIL_FACTOR * max }
+  ]
   return {
-    /** The time left until this email may try again from this client, or 0 when it may now. */
-    blockedFor: (email: string, request: FastifyRequest): Promise<number> => counted(async (counters) => {
-      const [byAddress, byEmail] = await counters.peek(keys(email, request))
-      return Math.max(
-        byAddress && byAddress.count >= max ? byAddress.ttlMs : 0,
-        byEmail && byEmail.count >= EMAIL_FACTOR * max ? byEmail.ttlMs : 0
-      )
-    }, 0),
-    failed: (email: string, request: FastifyRequest): Promise<void> => counted(async (counters) => {
-      await Promise.all(keys(email, request).map((key) => counters.hit(key, windowMs)))
+    /**
+     * Before a password is checked: counts the attempt as a failure in advance and returns 0,
+     * or, when the email is throttled for this client, counts nothing and returns the time
+     * left. Counting first makes the limit hold under concurrency: at most LOGIN_FAIL_MAX
+     * guesses are ever checked, however many arrive at once.
+     */
+    attempt: (email: string, request: FastifyRequest): Promise<number> =>
+      counted((counters) => counters.reserve(`login:${email}`, limits(email, request), windowMs), 0),
+    /** The attempt ended before its password was judged (an outage): it does not count. */
+    release: (email: string, request: FastifyRequest): Promise<void> => counted(async (counters) => {
+      await counters.release(`login:${email}`, limits(email, request).map(({ key }) => key))
     }, undefined),
+    /** A correct password: the attempt counted in advance and earlier failures are cleared. */
     succeeded: (email: string, request: FastifyRequest): Promise<void> => counted(async (counters) => {
-      await counters.clear(keys(email, request))
+      await counters.clear(`login:${email}`, limits(email, request).map(({ key }) => key))
     }, undefined)
   }
 }

@@ -124,19 +124,26 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { password, device_name: deviceName, return_refresh_in_body: refreshInBody } = request.body
     const email = normalizeEmail(request.body.email) ?? ''
     // Throttled: refused without checking the password, so no guess is tested (API.md §8).
-    const waitMs = await app.loginThrottle.blockedFor(email, request)
+    const waitMs = await app.loginThrottle.attempt(email, request)
     if (waitMs > 0) {
       audit(request, 'throttled', { outcome: 'denied', email, reason: 'too_many_requests' })
       throw tooManyRequests(waitMs)
     }
-    const user = await app.users.findByEmail(email)
-    // Unknown email or wrong password: the same work, answer and timing (API.md §9).
-    const passwordOk = await app.passwords.verify(user?.passwordHash ?? null, password)
+    let user: User | null
+    let passwordOk: boolean
+    try {
+      user = await app.users.findByEmail(email)
+      // Unknown email or wrong password: the same work, answer and timing (API.md §9).
+      passwordOk = await app.passwords.verify(user?.passwordHash ?? null, password)
+    } catch (error) {
+      await app.loginThrottle.release(email, request)
+      throw error
+    }
     if (user === null || !passwordOk) {
-      await app.loginThrottle.failed(email, request)
       audit(request, 'login', { outcome: 'failed', userId: user?.id, email, reason: 'invalid_credentials' })
       throw new ProblemError('invalid_credentials')
     }
+    await app.loginThrottle.succeeded(email, request)
 
     const sessionId = randomUUID()
     const refreshToken = mintRefreshToken({ userId: user.id, sessionId })
@@ -153,7 +160,6 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       replaces: old && oldToken && old.userId === user.id ? { sessionId: old.sessionId, tokenHash: hashRefreshToken(oldToken) } : undefined
     })
 
-    await app.loginThrottle.succeeded(email, request)
     audit(request, 'login', { outcome: 'ok', userId: user.id, sessionId })
     const access = app.accessTokens.issue({ userId: user.id, sessionId })
     setRefreshCookie(reply, refreshToken, ttlMs)
@@ -318,24 +324,28 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (user === null) throw invalidToken(request)
     const { current_password: currentPassword, new_password: newPassword } = request.body
 
-    const waitMs = await app.loginThrottle.blockedFor(user.email, request)
+    const waitMs = await app.loginThrottle.attempt(user.email, request)
     if (waitMs > 0) {
       audit(request, 'throttled', { outcome: 'denied', ...principal, email: user.email, reason: 'too_many_requests' })
       throw tooManyRequests(waitMs)
     }
     if (!await app.passwords.verify(user.passwordHash, currentPassword)) {
-      await app.loginThrottle.failed(user.email, request)
       audit(request, 'password_changed', { outcome: 'failed', ...principal, email: user.email, reason: 'invalid_credentials' })
       // 403, not 401: the access token is fine, and a 401 would tell clients to log in again.
       throw new ProblemError('invalid_credentials', { status: 403 })
     }
+    await app.loginThrottle.succeeded(user.email, request)
     checkPasswordPolicy(newPassword, user, 'new_password')
     const passwordHash = await app.passwords.hash(newPassword)
-    // Sessions first: if the database then fails (503), the password is unchanged and the
-    // request can simply be retried; other devices have to log in again either way.
-    await app.sessions.revokeOthers(principal.userId, principal.sessionId)
+    // A 503 must change nothing (API.md §12.1): the password first, then the other sessions;
+    // when ending them fails, the old password is put back.
     await app.users.updatePasswordHash(principal.userId, passwordHash)
-    await app.loginThrottle.succeeded(user.email, request)
+    try {
+      await app.sessions.revokeOthers(principal.userId, principal.sessionId)
+    } catch (error) {
+      await app.users.updatePasswordHash(principal.userId, user.passwordHash)
+      throw error
+    }
     audit(request, 'password_changed', { outcome: 'ok', ...principal })
     return reply.code(204).send(null)
   })

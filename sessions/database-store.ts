@@ -10,7 +10,7 @@
 import { and, asc, desc, eq, gt, inArray, lte, ne, or, sql } from 'drizzle-orm'
 import { guarded, queryRows, type Database } from '../db/database.ts'
 import { rateLimitCounters, sessions, type SessionRow } from '../db/schema.ts'
-import { counterId, type Count, type Lifetime, type NewSession, type RotateOutcome, type SessionInfo, type SessionSettings, type SessionStore } from './store.ts'
+import { counterId, type Lifetime, type NewSession, type RotateOutcome, type SessionInfo, type SessionSettings, type SessionStore } from './store.ts'
 
 // Within the 5 s that a request needing an unavailable store may take (API.md §9).
 const STORE_TIMEOUT_MS = 2000
@@ -157,30 +157,44 @@ export function createDatabaseSessionStore (db: Database, settings: SessionSetti
     counters: {
       // One statement: a new row, a count added to an open window, or a window started anew.
       hit: async (key, windowMs) => {
-        const [row] = await guarded(queryRows<{ count: number, ttl_ms: number }>(db, sql`
-          insert into rate_limit_counters as c (key, count, expires_at)
-          values (${counterId(key)}, 1, clock_timestamp() + ${windowMs} * interval '1 millisecond')
-          on conflict (key) do update set
-            count = case when c.expires_at <= clock_timestamp() then 1 else c.count + 1 end,
-            expires_at = case when c.expires_at <= clock_timestamp() then excluded.expires_at else c.expires_at end
-          returning count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms`), COUNTER_TIMEOUT_MS)
+        const [row] = await guarded(countOne(db, counterId(key), windowMs), COUNTER_TIMEOUT_MS)
         return { count: Number(row?.count), ttlMs: Math.max(1, Math.ceil(Number(row?.ttl_ms))) }
       },
-      peek: async (keys) => {
-        const ids = keys.map(counterId)
-        const rows = await guarded(queryRows<{ key: string, count: number, ttl_ms: number }>(db, sql`
+      // One transaction; the group's advisory lock orders reservations of the same group.
+      reserve: async (group, limits, windowMs) => guarded(db.transaction(async (tx) => {
+        await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${'ratelimit:' + counterId(group)}, 0))`)
+        const ids = limits.map(({ key }) => counterId(key))
+        const rows = await queryRows<{ key: string, count: number, ttl_ms: number }>(tx as unknown as Database, sql`
           select key, count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms
-          from rate_limit_counters where key in (${sql.join(ids.map((id) => sql`${id}`), sql`, `)}) and expires_at > clock_timestamp()`), COUNTER_TIMEOUT_MS)
-        return ids.map((id): Count => {
-          const row = rows.find((r) => r.key === id)
-          return row ? { count: Number(row.count), ttlMs: Math.max(1, Math.ceil(Number(row.ttl_ms))) } : { count: 0, ttlMs: 0 }
+          from rate_limit_counters where key in (${sql.join(ids.map((id) => sql`${id}`), sql`, `)}) and expires_at > clock_timestamp()`)
+        let wait = 0
+        limits.forEach(({ limit }, i) => {
+          const row = rows.find((r) => r.key === ids[i])
+          if (row && Number(row.count) >= limit) wait = Math.max(wait, Math.ceil(Number(row.ttl_ms)), 1)
         })
+        if (wait > 0) return wait
+        for (const id of ids) await countOne(tx as unknown as Database, id, windowMs)
+        return 0
+      }), COUNTER_TIMEOUT_MS),
+      release: async (_group, keys) => {
+        await guarded(db.update(rateLimitCounters).set({ count: sql`${rateLimitCounters.count} - 1` })
+          .where(and(inArray(rateLimitCounters.key, keys.map(counterId)), gt(rateLimitCounters.count, 0))), COUNTER_TIMEOUT_MS)
       },
-      clear: async (keys) => {
+      clear: async (_group, keys) => {
         await guarded(db.delete(rateLimitCounters).where(inArray(rateLimitCounters.key, keys.map(counterId))), COUNTER_TIMEOUT_MS)
       }
     }
   }
+}
+
+function countOne (db: Database, id: string, windowMs: number) {
+  return queryRows<{ count: number, ttl_ms: number }>(db, sql`
+    insert into rate_limit_counters as c (key, count, expires_at)
+    values (${id}, 1, clock_timestamp() + ${windowMs} * interval '1 millisecond')
+    on conflict (key) do update set
+      count = case when c.expires_at <= clock_timestamp() then 1 else c.count + 1 end,
+      expires_at = case when c.expires_at <= clock_timestamp() then excluded.expires_at else c.expires_at end
+    returning count, (extract(epoch from expires_at - clock_timestamp()) * 1000)::float8 as ttl_ms`)
 }
 
 function toSessionInfo (row: SessionRow): SessionInfo {

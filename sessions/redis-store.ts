@@ -113,6 +113,14 @@ end
 return 0
 `
 
+// KEYS: counters. Takes one back from each open window.
+const RELEASE = `
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 0
+`
+
 // KEYS: session, index. ARGV: sid, deadline.
 const REVOKE = DEADLINE + `
 local n = redis.call('DEL', KEYS[1])
@@ -141,6 +149,20 @@ if ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return {count, ttl}
+`
+
+// KEYS: counters of one group. ARGV: window ms, then each counter's limit.
+const RESERVE = `
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local count = tonumber(redis.call('GET', key) or '0')
+  if count >= tonumber(ARGV[i + 1]) then wait = math.max(wait, redis.call('PTTL', key)) end
+end
+if wait > 0 then return wait end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return 0
 `
 
 const WRITE_DEADLINE_MS = 800
@@ -196,7 +218,13 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
     revokeAll: defineScript(redis, 'authSessionRevokeAll', 1, REVOKE_ALL),
     hit: defineScript(redis, 'authCounterHit', 1, HIT)
   }
-  const counterKey = (key: string) => `${keyPrefix}ratelimit:${counterId(key)}`
+  // Variable numbers of keys: the key count is the first argument of each call.
+  redis.defineCommand('authCounterReserve', { lua: RESERVE })
+  redis.defineCommand('authCounterRelease', { lua: RELEASE })
+  const reserve = (redis as unknown as Record<string, ScriptRunner>).authCounterReserve!.bind(redis)
+  const release = (redis as unknown as Record<string, ScriptRunner>).authCounterRelease!.bind(redis)
+  // The group's hash tag keeps its counters in one cluster slot, for the RESERVE script.
+  const counterKey = (group: string, key: string) => `${keyPrefix}ratelimit:{${counterId(group)}}:${counterId(key)}`
 
   return {
     create: (s: NewSession): Promise<Lifetime> => guarded(async () => {
@@ -261,25 +289,16 @@ export function createRedisSessionStore (redis: Redis, keyPrefix: string, settin
 
     counters: {
       hit: (key, windowMs) => guarded(async () => {
-        const [count, ttlMs] = await scripts.hit(counterKey(key), windowMs) as [number, number]
+        const [count, ttlMs] = await scripts.hit(counterKey(key, key), windowMs) as [number, number]
         return { count: Number(count), ttlMs: Number(ttlMs) }
       }),
-      // One command per key (a pipeline), so keys may live in different cluster slots.
-      peek: (keys) => guarded(async () => {
-        const pipeline = redis.pipeline()
-        for (const key of keys) pipeline.get(counterKey(key)).pttl(counterKey(key))
-        const replies = await pipeline.exec() ?? []
-        return keys.map((_key, i) => {
-          const [countError, count] = replies[2 * i] ?? []
-          const [ttlError, ttl] = replies[2 * i + 1] ?? []
-          if (countError || ttlError) throw countError ?? ttlError
-          return count === null || Number(ttl) <= 0 ? { count: 0, ttlMs: 0 } : { count: Number(count), ttlMs: Number(ttl) }
-        })
+      reserve: (group, limits, windowMs) => guarded(async () => Number(await reserve(
+        limits.length, ...limits.map(({ key }) => counterKey(group, key)), windowMs, ...limits.map(({ limit }) => limit)))),
+      release: (group, keys) => guarded(async () => {
+        await release(keys.length, ...keys.map((key) => counterKey(group, key)))
       }),
-      clear: (keys) => guarded(async () => {
-        const pipeline = redis.pipeline()
-        for (const key of keys) pipeline.del(counterKey(key))
-        for (const [error] of await pipeline.exec() ?? []) if (error) throw error
+      clear: (group, keys) => guarded(async () => {
+        await redis.del(...keys.map((key) => counterKey(group, key)))
       })
     }
   }

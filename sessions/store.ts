@@ -57,16 +57,28 @@ export interface Count {
   ttlMs: number
 }
 
+export interface Limit {
+  key: string
+  limit: number
+}
+
 /**
  * Rate-limit counters in fixed windows that start at the first counted event, shared by all
- * instances. Keys are opaque strings chosen by the caller.
+ * instances. Keys are opaque strings chosen by the caller; the counters of one `group` are
+ * decided together (on Redis they share a cluster slot).
  */
 export interface CounterStore {
   /** Counts one event; a window ended or absent starts anew. */
   hit (key: string, windowMs: number): Promise<Count>
-  /** The counts of open windows, without counting (count 0 when none is open). */
-  peek (keys: string[]): Promise<Count[]>
-  clear (keys: string[]): Promise<void>
+  /**
+   * In one atomic step: when every counter is below its limit, counts one on each and
+   * returns 0; otherwise counts nothing and returns the time left until the counters at their
+   * limit reopen (the longest).
+   */
+  reserve (group: string, limits: Limit[], windowMs: number): Promise<number>
+  /** Takes back one reserved count from each counter (an attempt that ended in an outage). */
+  release (group: string, keys: string[]): Promise<void>
+  clear (group: string, keys: string[]): Promise<void>
 }
 
 export interface SessionStore {

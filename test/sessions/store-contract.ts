@@ -248,6 +248,41 @@ export function sessionStoreContract (t: Test, { store, storedText }: ContractSu
     await store.revokeAll(otherUser)
   })
 
+  t.test('rate-limit counters: fixed windows from the first event', async (t) => {
+    const key = `ip:${randomUUID()}`
+    const first = await store.counters.hit(key, 1000)
+    t.equal(first.count, 1)
+    t.ok(first.ttlMs > 800 && first.ttlMs <= 1000, `the window starts at the first event (${first.ttlMs})`)
+    await sleep(300)
+    const second = await store.counters.hit(key, 1000)
+    t.equal(second.count, 2)
+    t.ok(second.ttlMs <= first.ttlMs - 200, 'later events do not extend the window')
+    await sleep(second.ttlMs + 50)
+    t.equal((await store.counters.hit(key, 1000)).count, 1, 'a new window after the old one ends')
+  })
+
+  t.test('rate-limit reservations hold under concurrency', async (t) => {
+    const group = `login:${randomUUID()}`
+    const limits = [{ key: `${group}|a`, limit: 3 }, { key: group, limit: 5 }]
+    const waits = await Promise.all(Array.from({ length: 20 }, () => store.counters.reserve(group, limits, 1000)))
+    t.equal(waits.filter((w) => w === 0).length, 3, 'exactly the limit of reservations is granted')
+    for (const wait of waits.filter((w) => w > 0)) t.ok(wait > 0 && wait <= 1000, 'the others learn the time left')
+
+    await store.counters.release(group, limits.map((l) => l.key))
+    t.equal(await store.counters.reserve(group, limits, 1000), 0, 'a released count can be reserved again')
+    t.ok(await store.counters.reserve(group, limits, 1000) > 0, 'and then the limit holds again')
+
+    const otherAddress = [{ key: `${group}|b`, limit: 3 }, { key: group, limit: 5 }]
+    t.equal(await store.counters.reserve(group, otherAddress, 1000), 0, 'another address has its own counter')
+    t.equal(await store.counters.reserve(group, otherAddress, 1000), 0)
+    t.ok(await store.counters.reserve(group, otherAddress, 1000) > 0, 'until the shared counter reaches its own limit')
+
+    await store.counters.clear(group, [...limits, ...otherAddress].map((l) => l.key))
+    t.equal(await store.counters.reserve(group, limits, 1000), 0, 'cleared counters start again')
+    await sleep(1050)
+    t.equal(await store.counters.reserve(group, [{ key: `${group}|a`, limit: 1 }], 1000), 0, 'windows end by themselves')
+  })
+
   t.test('ping answers', async (t) => {
     await t.resolves(store.ping())
   })
