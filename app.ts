@@ -5,7 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import ajvFormats from 'ajv-formats'
-import type { Config } from './config.ts'
+import { usesRedis, type Config } from './config.ts'
 import authPlugin from './plugins/auth.ts'
 import corsPlugin, { corsHeaders } from './plugins/cors.ts'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
@@ -124,7 +124,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(dbPlugin, options.db ?? {})
-  if (config.REDIS_URL !== undefined) await app.register(redisPlugin)
+  if (usesRedis(config)) await app.register(redisPlugin)
   await app.register(sessionsPlugin)
   await app.register(authPlugin)
   await app.register(rateLimits)

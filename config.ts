@@ -91,6 +91,19 @@ const redisUrl: Setting<string | undefined> = {
   }
 }
 
+// Seeds of a Redis Cluster: `host:port` entries, comma-separated.
+const clusterNodes: Setting<Array<{ host: string, port: number }> | undefined> = {
+  parse (raw, name) {
+    if (blank(raw)) return undefined
+    return raw.split(',').map((e) => e.trim()).filter((e) => e !== '').map((entry) => {
+      const match = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(entry)
+      const port = Number(match?.[2])
+      if (!match?.[1] || port < 1 || port > 65535) fail(name, `entry "${entry}" must be host:port`)
+      return { host: match[1].replace(/^\[|\]$/g, ''), port }
+    })
+  }
+}
+
 // `*`, or exact serialised origins compared by string equality (API.md §2.5).
 const corsOrigins: Setting<'*' | string[]> = {
   parse (raw, name) {
@@ -138,6 +151,7 @@ const settings = {
   DATABASE_URL: databaseUrl,
   MIGRATE_ON_START: bool(true),
   REDIS_URL: redisUrl,
+  REDIS_CLUSTER_NODES: clusterNodes,
   REDIS_KEY_PREFIX: text('auth:'),
   DATA_DIR: text('./data'),
   JWT_SECRET: secret(),
@@ -192,6 +206,9 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
   const warnings: string[] = []
   const prod = parsed.APP_ENV === 'prod'
 
+  if (parsed.REDIS_URL !== undefined && parsed.REDIS_CLUSTER_NODES !== undefined) {
+    throw new ConfigError('Set either REDIS_URL or REDIS_CLUSTER_NODES, not both')
+  }
   if (prod && parsed.DATABASE_URL === undefined) {
     throw new ConfigError('DATABASE_URL is required when APP_ENV=prod: the embedded database is for development and single-process installs under APP_ENV=dev')
   }
@@ -265,6 +282,11 @@ function parseSigning (parsed: Parsed, prod: boolean, warnings: string[]): Signi
 }
 
 const PEM_PUBLIC_KEY = /-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g
+
+/** True when the session store is Redis (a server or a cluster); otherwise it is the database. */
+export function usesRedis (config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>): boolean {
+  return config.REDIS_URL !== undefined || config.REDIS_CLUSTER_NODES !== undefined
+}
 
 /** Only where the database is, for `npm run db:migrate`, which needs nothing else. */
 export function parseDatabaseSettings (env: Record<string, string | undefined>): Pick<Config, 'DATABASE_URL' | 'DATA_DIR'> {

@@ -6,27 +6,49 @@
 // timeout), and reconnects forever in the background.
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { redactUrl } from '../config.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    redis: Redis
+    redis: Redis | Cluster
+    /** The Redis server or cluster, as logs name it (no credentials). */
+    redisName: string
   }
 }
 
+// Reconnect quickly and forever: recovery must take seconds (API.md §11.2).
+const reconnectDelay = (attempt: number) => Math.min(100 * attempt, 1000)
+
+const connectionOptions = {
+  connectTimeout: 1000,
+  commandTimeout: 1000,
+  maxRetriesPerRequest: 0,
+  retryStrategy: reconnectDelay,
+  connectionName: 'auth-api'
+} satisfies RedisOptions
+
 async function redisPlugin (app: FastifyInstance): Promise<void> {
-  const url = app.config.REDIS_URL
-  if (url === undefined) throw new Error('the redis plugin needs REDIS_URL')
-  const redis = new Redis(url, {
-    connectTimeout: 1000,
-    commandTimeout: 1000,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    // Reconnect quickly and forever: recovery must take seconds (API.md §11.2).
-    retryStrategy: (attempt) => Math.min(100 * attempt, 1000),
-    connectionName: 'auth-api'
-  })
+  const { REDIS_URL: url, REDIS_CLUSTER_NODES: nodes } = app.config
+  let redis: Redis | Cluster
+  let name: string
+  if (nodes !== undefined) {
+    // A Redis Cluster: every key of one user carries the user id as hash tag, so each script
+    // touches one slot (API.md §7). Nodes are found from the seeds; moved slots are followed.
+    redis = new Cluster(nodes, {
+      enableOfflineQueue: false,
+      clusterRetryStrategy: reconnectDelay,
+      slotsRefreshTimeout: 1000,
+      redisOptions: connectionOptions
+    })
+    name = `Redis Cluster at ${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
+  } else if (url !== undefined) {
+    redis = new Redis(url, { ...connectionOptions, enableOfflineQueue: false })
+    name = `Redis at ${redactUrl(url)}`
+  } else {
+    throw new Error('the redis plugin needs REDIS_URL or REDIS_CLUSTER_NODES')
+  }
+  const store = name
 
   let state: 'connecting' | 'up' | 'down' = 'connecting'
   redis.on('ready', () => {
@@ -36,14 +58,15 @@ async function redisPlugin (app: FastifyInstance): Promise<void> {
   redis.on('error', (error: Error) => {
     // ioredis reports every failed reconnect; log the transitions, not each attempt.
     if (state === 'connecting') {
-      app.log.warn({ store: redactUrl(url), reason: error.message }, 'Redis is unreachable; routes that need sessions answer 503 until it is back')
+      app.log.warn({ store, reason: error.message }, 'Redis is unreachable; routes that need sessions answer 503 until it is back')
     } else if (state === 'up') {
-      app.log.warn({ store: redactUrl(url), reason: error.message }, 'Redis connection lost; reconnecting')
+      app.log.warn({ store, reason: error.message }, 'Redis connection lost; reconnecting')
     }
     state = 'down'
   })
 
   app.decorate('redis', redis)
+  app.decorate('redisName', name)
   app.addHook('onClose', async () => {
     if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect())
     else redis.disconnect()

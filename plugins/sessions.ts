@@ -2,7 +2,7 @@
 // (the `redis` plugin is registered), otherwise the database (PostgreSQL or embedded).
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { redactUrl } from '../config.ts'
+import { usesRedis } from '../config.ts'
 import { createDatabaseSessionStore } from '../sessions/database-store.ts'
 import { createRedisSessionStore } from '../sessions/redis-store.ts'
 import type { SessionSettings, SessionStore } from '../sessions/store.ts'
@@ -25,9 +25,9 @@ async function sessionsPlugin (app: FastifyInstance): Promise<void> {
     maxPerUser: config.MAX_SESSIONS_PER_USER,
     graceMs: config.REFRESH_GRACE_SECONDS * 1000
   }
-  if (config.REDIS_URL !== undefined) {
+  if (usesRedis(config)) {
     app.decorate('sessions', createRedisSessionStore(app.redis, config.REDIS_KEY_PREFIX, settings))
-    app.decorate('sessionStoreName', `Redis at ${redactUrl(config.REDIS_URL)}`)
+    app.decorate('sessionStoreName', app.redisName)
   } else {
     app.decorate('sessions', createDatabaseSessionStore(app.database.db, settings))
     app.decorate('sessionStoreName', 'the database')

@@ -1,6 +1,7 @@
 // Liveness, readiness and the public key set (API.md §5.1–5.3). None of these is rate limited.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { usesRedis } from '../config.ts'
 import { ProblemError } from '../plugins/errors.ts'
 import { ChecksSchema, problemResponse } from '../schema/common.ts'
 
@@ -28,7 +29,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const state = (check: Promise<void>) => check.then(() => 'up' as const, () => 'down' as const)
     const [postgres, redis] = await Promise.all([
       state(app.database.ping()),
-      app.config.REDIS_URL !== undefined ? state(app.sessions.ping()) : undefined
+      usesRedis(app.config) ? state(app.sessions.ping()) : undefined
     ])
     const checks = redis === undefined ? { postgres } : { postgres, redis }
     if (postgres === 'down' || redis === 'down') {

@@ -8,7 +8,7 @@
 // The create and revoke-all scripts reach the user's other sessions through the index, so they
 // build those keys from the user's key prefix (ARGV) inside Lua: they cannot be listed in KEYS
 // before the script reads the index, and they share the hash tag, hence the slot, of KEYS[1].
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { unavailable } from '../plugins/errors.ts'
 import { counterId, type Lifetime, type NewSession, type RotateOutcome, type SessionInfo, type SessionSettings, type SessionStore } from './store.ts'
 
@@ -169,7 +169,7 @@ const WRITE_DEADLINE_MS = 800
 
 type ScriptRunner = (...args: Array<string | number>) => Promise<unknown>
 
-function defineScript (redis: Redis, name: string, numberOfKeys: number, lua: string): ScriptRunner {
+function defineScript (redis: Redis | Cluster, name: string, numberOfKeys: number, lua: string): ScriptRunner {
   redis.defineCommand(name, { numberOfKeys, lua })
   const command = (redis as unknown as Record<string, ScriptRunner>)[name]
   if (!command) throw new Error(`Redis script ${name} was not defined`)
@@ -180,7 +180,7 @@ function time (value: string | undefined): Date {
   return new Date(Number(value))
 }
 
-export function createRedisSessionStore (redis: Redis, keyPrefix: string, settings: SessionSettings): SessionStore {
+export function createRedisSessionStore (redis: Redis | Cluster, keyPrefix: string, settings: SessionSettings): SessionStore {
   const userPrefix = (userId: string) => `${keyPrefix}{${userId}}:`
   const sessionPrefix = (userId: string) => `${userPrefix(userId)}session:`
   const sessionKey = (userId: string, sessionId: string) => sessionPrefix(userId) + sessionId
