@@ -1,9 +1,17 @@
-// The README walkthrough as nested subtests: signup -> login -> me -> refresh -> replay -> logout.
-import t from 'tap'
-import { buildTestApp, PASSWORD, uniqueEmail } from '../fixtures/app.ts'
+// The README walkthrough as nested subtests: signup -> login -> me -> refresh -> replay -> logout,
+// under every store set-up (PostgreSQL + Redis, PostgreSQL holding the sessions, the embedded
+// database), one app per set-up.
+import type { FastifyInstance } from 'fastify'
+import t, { type Test } from 'tap'
+import { buildTestApp, PASSWORD, STORE_MODES, uniqueEmail } from '../fixtures/app.ts'
 
 t.test('signup -> login -> me -> refresh -> logout', async (t) => {
-  const app = await buildTestApp(t)
+  for (const [mode, settings] of Object.entries(STORE_MODES)) {
+    await t.test(mode, async (t) => walkthrough(t, await buildTestApp(t, settings())))
+  }
+})
+
+async function walkthrough (t: Test, app: FastifyInstance): Promise<void> {
   const email = uniqueEmail()
   let userId = ''
   let createdAt = ''
@@ -86,4 +94,4 @@ t.test('signup -> login -> me -> refresh -> logout', async (t) => {
     t.equal(res.statusCode, 401)
     t.equal(res.json().code, 'invalid_token')
   })
-})
+}

@@ -1,11 +1,15 @@
 // Refresh tokens (API.md §4.2) and rotation (§6) through HTTP: rules 1–4 with a one-second
-// grace window, logout with the previous token (§5.8) and logins that replace a session (§7).
+// grace window, logout with the previous token (§5.8) and logins that replace a session (§7),
+// under every store set-up (Redis, PostgreSQL or the embedded database holding the sessions),
+// one app per set-up.
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { sql } from 'drizzle-orm'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { buildTestApp, KEY_PREFIX, login, me, REDIS_URL, refreshWithBody, signup, signupAndLogin } from '../fixtures/app.ts'
+import { queryRows } from '../../db/database.ts'
+import { buildTestApp, KEY_PREFIX, login, me, REDIS_URL, refreshWithBody, signup, signupAndLogin, STORE_MODES } from '../fixtures/app.ts'
 
 const GRACE_MS = 1000
 const REFRESH_TOKEN = /^[A-Za-z0-9_-]{86}$/
@@ -42,9 +46,39 @@ async function rotate (t: Test, app: FastifyInstance, token: string): Promise<{ 
 
 const waitOutGrace = () => sleep(GRACE_MS + 150)
 
-t.test('refresh rotation', async (t) => {
-  const app = await buildTestApp(t, { REFRESH_GRACE_SECONDS: '1' })
+/**
+ * What the session store holds for a user, one string per record, to look for tokens in: the
+ * Redis keys and values under this file's prefix (Redis-specific: only when the app has Redis),
+ * otherwise the user's rows of the `sessions` table.
+ */
+async function storedRecords (t: Test, app: FastifyInstance, userId: string): Promise<Array<{ name: string, text: string }>> {
+  if (app.config.REDIS_URL === undefined) {
+    const rows = await queryRows<{ id: string, row: string }>(app.database.db,
+      sql`select id::text as id, row_to_json(s)::text as row from sessions s where user_id = ${userId}`)
+    return rows.map((r) => ({ name: `sessions row ${r.id}`, text: r.row }))
+  }
+  const redis = new Redis(REDIS_URL)
+  t.teardown(() => redis.disconnect())
+  const keys = (await redis.keys(`${KEY_PREFIX}*`)).filter((k) => k.includes(userId))
+  t.ok(keys.length >= 2, 'the session keys exist')
+  const records = []
+  for (const key of keys) {
+    const type = await redis.type(key)
+    const values = type === 'hash'
+      ? Object.entries(await redis.hgetall(key)).flat()
+      : type === 'zset' ? await redis.zrange(key, '0', '-1') : [String(await redis.get(key))]
+    records.push({ name: key, text: [key, ...values].join('\n') })
+  }
+  return records
+}
 
+t.test('refresh rotation', async (t) => {
+  for (const [mode, settings] of Object.entries(STORE_MODES)) {
+    await t.test(mode, async (t) => rotation(t, await buildTestApp(t, { ...settings(), REFRESH_GRACE_SECONDS: '1' })))
+  }
+})
+
+async function rotation (t: Test, app: FastifyInstance): Promise<void> {
   await t.test('refresh tokens are 86 base64url characters, the same in body and cookie', async (t) => {
     const user = await signupAndLogin(app)
     t.match(user.refreshToken, REFRESH_TOKEN)
@@ -109,17 +143,11 @@ t.test('refresh rotation', async (t) => {
     t.equal((await me(app, body.access_token)).statusCode, 200, 'new access token works')
     t.equal((await me(app, user.accessToken)).statusCode, 200, 'the earlier access token of the session still works')
 
-    const redis = new Redis(REDIS_URL)
-    t.teardown(() => redis.disconnect())
-    const keys = (await redis.keys(`${KEY_PREFIX}*`)).filter((k) => k.includes(user.userId))
-    t.ok(keys.length >= 2, 'the session keys exist')
-    for (const key of keys) {
-      const type = await redis.type(key)
-      const values = type === 'hash'
-        ? Object.entries(await redis.hgetall(key)).flat()
-        : type === 'zset' ? await redis.zrange(key, '0', '-1') : [String(await redis.get(key))]
+    const records = await storedRecords(t, app, user.userId)
+    t.ok(records.length >= 1, 'the session is stored')
+    for (const { name, text } of records) {
       for (const token of [user.refreshToken, body.refresh_token]) {
-        t.notOk(key.includes(token) || values.some((v) => v.includes(token)), `no refresh token stored in ${key}`)
+        t.notOk(text.includes(token), `no refresh token stored in ${name}`)
       }
     }
 
@@ -250,4 +278,4 @@ t.test('refresh rotation', async (t) => {
     t.equal((await me(app, ada.accessToken)).statusCode, 200, "ada's session is unaffected")
     t.equal((await refreshWithBody(app, ada.refreshToken)).statusCode, 200, "ada's token still refreshes")
   })
-})
+}
