@@ -1,50 +1,10 @@
 // The service as a process (API.md §1.1): start-up, its log lines, refusals, and shutdown.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import t from 'tap'
 import { ADMIN_DATABASE_URL, KEY_PREFIX, PASSWORD, REDIS_URL, testDatabaseUrl } from './fixtures/app.ts'
 import { freePort } from './fixtures/ports.ts'
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-
-interface Service {
-  child: ChildProcess
-  port: number
-  output: () => string
-  exited: Promise<{ code: number | null, ms: number }>
-}
-
-function start (env: Record<string, string>, port: number): Service {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout?.on('data', (chunk) => { output += chunk })
-  child.stderr?.on('data', (chunk) => { output += chunk })
-  const startedAt = Date.now()
-  const exited = new Promise<{ code: number | null, ms: number }>((resolve) => {
-    child.on('exit', (code) => resolve({ code, ms: Date.now() - startedAt }))
-  })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  return { child, port, output: () => output, exited }
-}
-
-async function waitForHttp (service: Service, deadlineMs = 60_000): Promise<number> {
-  const startedAt = Date.now()
-  while (Date.now() - startedAt < deadlineMs) {
-    if (service.child.exitCode !== null) throw new Error(`service exited: ${service.output()}`)
-    try {
-      const res = await fetch(`http://127.0.0.1:${service.port}/`)
-      if (res.status === 200) return Date.now() - startedAt
-    } catch {}
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error(`no answer within ${deadlineMs} ms: ${service.output()}`)
-}
+import { start, waitForHttp } from './fixtures/process.ts'
 
 async function baseEnv (): Promise<Record<string, string>> {
   // trust authentication ignores the password, so it can show that logs never contain it
