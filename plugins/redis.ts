@@ -53,7 +53,7 @@ async function redisPlugin (app: FastifyInstance): Promise<void> {
   let state: 'connecting' | 'up' | 'down' = 'connecting'
   redis.on('ready', () => {
     state = 'up'
-    app.log.info({ store: redactUrl(url) }, 'Redis connected')
+    app.log.info({ store }, 'Redis connected')
   })
   redis.on('error', (error: Error) => {
     // ioredis reports every failed reconnect; log the transitions, not each attempt.
@@ -65,7 +65,8 @@ async function redisPlugin (app: FastifyInstance): Promise<void> {
     state = 'down'
   })
 
-  app.decorate('redis', redis)
+  // A getter: Fastify's decorate() typing distributes over a union value.
+  app.decorate('redis', { getter: () => redis })
   app.decorate('redisName', name)
   app.addHook('onClose', async () => {
     if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect())
