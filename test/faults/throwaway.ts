@@ -1,11 +1,12 @@
-// Throwaway Redis servers and PostgreSQL clusters for the dependency-failure tests (API.md §11).
-// Each runs on its own free port, in its own temporary directory, and is stopped by its PID;
-// the shared servers on 5432 and 6379 are never touched. Everything started here is stopped
-// and removed in the test's teardown, and again (synchronously) if the process exits early.
+// Throwaway Redis servers, Redis Clusters and PostgreSQL clusters for the dependency-failure
+// tests (API.md §11). Each runs on its own free ports, in its own temporary directory, and is
+// stopped by its PID; the shared servers on 5432 and 6379 are never touched. Everything started
+// here is stopped and removed in the test's teardown, and again (synchronously) if the process
+// exits early.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { chown, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { readdirSync, readFileSync, rmSync } from 'node:fs'
-import { connect } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -131,6 +132,149 @@ export class ThrowawayRedis {
     if (this.running) {
       child.kill('SIGKILL')
       await exited
+    }
+  }
+}
+
+/**
+ * A port for a Redis Cluster node: free, with its cluster bus port (port + 10000) free too, and
+ * not among `taken`.
+ */
+async function clusterNodePort (taken: number[]): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await freePort()
+    if (port + 10_000 > 65_535 || taken.includes(port) || taken.includes(port + 10_000)) continue
+    const busFree = await new Promise<boolean>((resolve) => {
+      const server = createServer()
+      server.once('error', () => resolve(false))
+      server.listen(port + 10_000, '127.0.0.1', () => server.close(() => resolve(true)))
+    })
+    if (busFree) return port
+  }
+  throw new Error('no free port pair for a Redis Cluster node')
+}
+
+function redisCli (args: string[], timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', args, { timeout: timeoutMs }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`redis-cli ${args.join(' ')} failed: ${error.message}\n${stdout}\n${stderr}`))
+      else resolve(stdout)
+    })
+  })
+}
+
+/**
+ * A Redis Cluster of our own: `masters` redis-servers (no replicas, no persistence) on free
+ * ports of 127.0.0.1, each with its nodes-<port>.conf in one temporary directory, joined with
+ * `redis-cli --cluster create`. Nodes are killed by PID and restarted on the same port with the
+ * same nodes file, so a restarted master rejoins owning its slots (and none of its data).
+ */
+export class ThrowawayRedisCluster {
+  readonly ports: number[]
+  readonly dir: string
+  private readonly processes = new Map<number, ChildProcess>()
+  private readonly output = new Map<number, string>()
+
+  private constructor (ports: number[], dir: string) {
+    this.ports = ports
+    this.dir = dir
+  }
+
+  /** `host:port` seeds, comma-separated: a value for REDIS_CLUSTER_NODES. */
+  get nodesSetting (): string { return this.ports.map((p) => `127.0.0.1:${p}`).join(',') }
+  /** Seeds for ioredis' Cluster. */
+  get seeds (): Array<{ host: string, port: number }> { return this.ports.map((port) => ({ host: '127.0.0.1', port })) }
+
+  /** Starts the nodes, creates the cluster and resolves once every node reports cluster_state:ok. */
+  static async create (t: Test, masters = 3): Promise<ThrowawayRedisCluster> {
+    const ports: number[] = []
+    while (ports.length < masters) ports.push(await clusterNodePort(ports))
+    const cluster = new ThrowawayRedisCluster(ports, await mkdtemp(join(tmpdir(), 'auth-faults-cluster-')))
+    const cleanup = () => {
+      for (const port of cluster.ports) {
+        if (cluster.running(port)) cluster.processes.get(port)?.kill('SIGKILL')
+      }
+      rmSync(cluster.dir, { recursive: true, force: true })
+    }
+    exitCleanups.add(cleanup)
+    t.teardown(async () => {
+      for (const port of cluster.ports) await cluster.kill(port)
+      await rm(cluster.dir, { recursive: true, force: true })
+      exitCleanups.delete(cleanup)
+    })
+    for (const port of ports) await cluster.start(port)
+    await redisCli(['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'])
+    await cluster.waitForState('ok', 20_000)
+    return cluster
+  }
+
+  running (port: number): boolean {
+    const child = this.processes.get(port)
+    return child !== undefined && child.exitCode === null && child.signalCode === null
+  }
+
+  /** The PID of the node on `port`, while it runs. */
+  pid (port: number): number | undefined {
+    return this.running(port) ? this.processes.get(port)?.pid : undefined
+  }
+
+  /** Starts (or restarts) the node on `port` with its nodes file; resolves once it answers PONG. */
+  async start (port: number): Promise<void> {
+    if (this.running(port)) throw new Error(`the cluster node on port ${port} is already running`)
+    this.output.set(port, '')
+    const child = spawn('redis-server', [
+      '--port', String(port), '--cluster-enabled', 'yes',
+      '--cluster-config-file', join(this.dir, `nodes-${port}.conf`), '--cluster-node-timeout', '2000',
+      '--save', '', '--appendonly', 'no', '--dir', this.dir, '--bind', '127.0.0.1', '--daemonize', 'no'
+    ], { stdio: ['ignore', 'pipe', 'pipe'] })
+    this.processes.set(port, child)
+    const keep = (chunk: Buffer) => { this.output.set(port, ((this.output.get(port) ?? '') + chunk.toString()).slice(-4000)) }
+    child.stdout?.on('data', keep)
+    child.stderr?.on('data', keep)
+    const deadline = Date.now() + 10_000
+    while (Date.now() < deadline) {
+      if (!this.running(port)) break
+      if (await rawRedisCommand(port, ['PING'], 500) === '+PONG') return
+      await sleep(50)
+    }
+    await this.kill(port)
+    throw new Error(`cluster node on port ${port} did not start:\n${this.output.get(port) ?? ''}`)
+  }
+
+  /** Kills the node on `port` by its PID (SIGKILL by default) and waits for its exit. */
+  async kill (port: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.processes.get(port)
+    if (child === undefined || !this.running(port)) return
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+    process.kill(child.pid!, signal)
+    const patience = new AbortController()
+    await Promise.race([exited, sleep(5000, undefined, { signal: patience.signal }).catch(() => {})])
+    patience.abort()
+    if (this.running(port)) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  }
+
+  /** `CLUSTER INFO` of one node as name → value ({} when it does not answer). */
+  async info (port: number): Promise<Record<string, string>> {
+    const text = await redisCli(['-p', String(port), 'cluster', 'info'], 2000).catch(() => '')
+    return Object.fromEntries(text.split(/\r?\n/).filter((l) => l.includes(':')).map((l) => {
+      const at = l.indexOf(':')
+      return [l.slice(0, at), l.slice(at + 1).trim()]
+    }))
+  }
+
+  /** Resolves once every running node (or those of `ports`) reports cluster_state `state`. */
+  async waitForState (state: 'ok' | 'fail', timeoutMs: number, ports = this.ports.filter((p) => this.running(p))): Promise<number> {
+    const started = performance.now()
+    for (;;) {
+      const states = await Promise.all(ports.map(async (p) => (await this.info(p)).cluster_state))
+      if (states.every((s) => s === state)) return Math.round(performance.now() - started)
+      if (performance.now() - started > timeoutMs) {
+        throw new Error(`cluster_state is not ${state} on every node after ${timeoutMs} ms: ${states.join(', ')}`)
+      }
+      await sleep(100)
     }
   }
 }
