@@ -8,7 +8,7 @@
 // The create and revoke-all scripts reach the user's other sessions through the index, so they
 // build those keys from the user's key prefix (ARGV) inside Lua: they cannot be listed in KEYS
 // before the script reads the index, and they share the hash tag, hence the slot, of KEYS[1].
-import type { Cluster, Redis } from 'ioredis'
+import { Cluster, type Redis } from 'ioredis'
 import { unavailable } from '../plugins/errors.ts'
 import { counterId, type Lifetime, type NewSession, type RotateOutcome, type SessionInfo, type SessionSettings, type SessionStore } from './store.ts'
 
@@ -285,7 +285,15 @@ export function createRedisSessionStore (redis: Redis | Cluster, keyPrefix: stri
 
     isAlive: (userId, sessionId) => guarded(async () => await redis.exists(sessionKey(userId, sessionId)) === 1),
 
-    ping: () => guarded(async () => { await redis.ping() }),
+    // A cluster node answers PING even while the cluster is down (CLUSTERDOWN for every key):
+    // readiness asks for the cluster's state instead.
+    ping: () => guarded(async () => {
+      if (!(redis instanceof Cluster)) {
+        await redis.ping()
+      } else if (!String(await redis.cluster('INFO')).includes('cluster_state:ok')) {
+        throw new Error('the Redis Cluster is down')
+      }
+    }),
 
     counters: {
       hit: (key, windowMs) => guarded(async () => {
