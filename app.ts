@@ -10,6 +10,7 @@ import authPlugin from './plugins/auth.ts'
 import corsPlugin, { corsHeaders } from './plugins/cors.ts'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
 import errorsPlugin, { clientErrorHandler, frameworkErrors, ProblemError } from './plugins/errors.ts'
+import metricsPlugin from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
 import { rateLimits } from './plugins/rate-limit.ts'
 import redisPlugin from './plugins/redis.ts'
@@ -17,6 +18,7 @@ import securityHeaders from './plugins/security-headers.ts'
 import sessionsPlugin from './plugins/sessions.ts'
 import authRoutes, { AUTH_PREFIX } from './routes/auth.ts'
 import healthRoutes from './routes/health.ts'
+import metricsRoutes from './routes/metrics.ts'
 import { normalizeEmail, ProblemSchema, ReadinessProblemSchema } from './schema/common.ts'
 import { SessionSchema } from './schema/auth.ts'
 
@@ -94,6 +96,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   await app.register(errorsPlugin)
   await app.register(securityHeaders)
+  // Before every other hook and route, so each response is counted (API.md §12.3).
+  await app.register(metricsPlugin)
 
   let closing = false
   app.addHook('preClose', async () => { closing = true })
@@ -131,6 +135,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   await app.register(openapiPlugin)
   await app.register(healthRoutes)
+  if (config.METRICS) await app.register(metricsRoutes)
   await app.register(authRoutes, { prefix: AUTH_PREFIX })
 
   return app

@@ -172,6 +172,7 @@ const settings = {
   RATE_LIMIT_IP_PER_MINUTE: int(1000, 0, 1_000_000),
   CORS_ORIGINS: corsOrigins,
   TRUST_PROXY: trustProxy,
+  METRICS: bool(false),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info')
 } satisfies Record<string, Setting<unknown>>
 

@@ -1,5 +1,6 @@
 // Audit events (API.md §12.4): one structured log line per auth event, with who, from where
 // and the outcome. Never a password, token, cookie or hash: only the fields below are written.
+// Each event is also counted for GET /metrics (plugins/metrics.ts, API.md §12.3).
 import type { FastifyRequest } from 'fastify'
 
 export type AuditEvent =
@@ -25,6 +26,7 @@ export function truncateUserAgent (userAgent: string | undefined): string | null
 }
 
 export function audit (request: FastifyRequest, event: AuditEvent, details: AuditDetails): void {
+  request.server.authEvents.count(event, details.outcome)
   request.log.info({
     event,
     outcome: details.outcome,
