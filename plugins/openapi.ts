@@ -13,6 +13,25 @@ export const DOCS_PREFIX = '/docs'
 
 const { version, description } = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string, description: string }
 
+interface Operation {
+  requestBody?: { required?: boolean, content?: Record<string, { schema?: { required?: string[] } }> }
+}
+
+/**
+ * @fastify/swagger marks every request body required. A body whose schema requires no member
+ * may be left out (refresh, logout and logout-all take a request with no body as `{}`,
+ * API.md §2.1), so its requestBody says `required: false` and generated clients make it optional.
+ */
+function optionalBodies<T extends { paths?: object }> (document: T): T {
+  for (const operations of Object.values(document.paths ?? {}) as Array<Record<string, Operation>>) {
+    for (const operation of Object.values(operations)) {
+      const schema = operation.requestBody?.content?.['application/json']?.schema
+      if (operation.requestBody && schema && (schema.required ?? []).length === 0) operation.requestBody.required = false
+    }
+  }
+  return document
+}
+
 async function openapiPlugin (app: FastifyInstance): Promise<void> {
   await app.register(swagger, {
     openapi: {
@@ -31,7 +50,8 @@ async function openapiPlugin (app: FastifyInstance): Promise<void> {
       }
     },
     // Named components keep their $id as their name: #/components/schemas/Problem.
-    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` }
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
+    transformObject: (document) => 'openapiObject' in document ? optionalBodies(document.openapiObject) : document.swaggerObject
   })
   await app.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: false, uiConfig: { deepLinking: true } })
 }

@@ -192,6 +192,8 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Rotate the refresh token',
       description: 'Takes the refresh token from the body, else from the cookie. Returns a new access token; the successor refresh token goes in the cookie, and in the body when the token came in the body.',
       tags: ['auth'],
+      // The refresh_token cookie, or the token in the body (no security scheme).
+      security: [{ refreshCookie: [] }, {}],
       body: RefreshBodySchema,
       response: { 200: RefreshResponseSchema, ...problemResponses(400, 401, 403, 409, 413, 415, 429, 500, 503) }
     }
@@ -228,6 +230,8 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'End this device session',
       description: 'Ends the session of the presented refresh token (body, else cookie) and clears the cookie. Answers 204 whether or not the token was live.',
       tags: ['auth'],
+      // The refresh_token cookie, the token in the body, or neither (204 all the same).
+      security: [{ refreshCookie: [] }, {}],
       body: RefreshBodySchema,
       response: { 204: NoContent, ...problemResponses(400, 403, 413, 415, 429, 500, 503) }
     }
