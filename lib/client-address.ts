@@ -8,10 +8,13 @@ export function clientAddress (ip: string): string {
   if (!isIPv6(address)) return address
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address)
   if (mapped?.[1]) return mapped[1]
+  // Expand `::` to the zero groups it stands for (an embedded IPv4 tail counts as two groups),
+  // then keep the first four groups: the /64 prefix.
   const [head = '', tail] = address.split('::')
-  const headGroups = head === '' ? [] : head.split(':')
-  const groups = tail === undefined
-    ? headGroups
-    : [...headGroups, ...Array<string>(8).fill('0')].slice(0, 4)
+  const groupsOf = (part: string) => part === '' ? [] : part.split(':').flatMap((g) => g.includes('.') ? ['0', '0'] : [g])
+  const headGroups = groupsOf(head)
+  const tailGroups = tail === undefined ? [] : groupsOf(tail)
+  const zeros = Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill('0')
+  const groups = tail === undefined ? headGroups : [...headGroups, ...zeros, ...tailGroups]
   return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`
 }

@@ -19,6 +19,11 @@ const COUNTER_TIMEOUT_MS = 1000
 // Expired rows of other users a login deletes on its way.
 const SWEEP_BATCH = 100
 
+// Session ids are UUIDs; anything else (a path parameter) names no session, and must not
+// reach the uuid column, where it is a type error rather than "no such row".
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const isUuid = (id: string) => UUID.test(id)
+
 const notExpired = () => gt(sessions.expiresAt, sql`clock_timestamp()`)
 
 async function clock (tx: Database): Promise<number> {
@@ -126,7 +131,7 @@ export function createDatabaseSessionStore (db: Database, settings: SessionSetti
       return ended.length > 0
     }),
 
-    revoke: (userId, sessionId) => decide(async (tx) => {
+    revoke: async (userId, sessionId) => isUuid(userId) && isUuid(sessionId) && decide(async (tx) => {
       const ended = await tx.delete(sessions).where(and(ofSession(userId, sessionId), notExpired())).returning({ id: sessions.id })
       return ended.length > 0
     }),
@@ -147,6 +152,7 @@ export function createDatabaseSessionStore (db: Database, settings: SessionSetti
     },
 
     isAlive: async (userId, sessionId) => {
+      if (!isUuid(userId) || !isUuid(sessionId)) return false
       const rows = await guarded(db.select({ id: sessions.id }).from(sessions)
         .where(and(ofSession(userId, sessionId), notExpired())), STORE_TIMEOUT_MS)
       return rows.length > 0
