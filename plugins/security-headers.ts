@@ -29,7 +29,8 @@ async function securityHeaders (app: FastifyInstance): Promise<void> {
     strictTransportSecurity: false
   })
   app.addHook('onRequest', async (request, reply) => {
-    const docs = request.url === '/docs' || request.url.startsWith('/docs/')
+    const path = request.url.split('?', 1)[0] ?? ''
+    const docs = path === '/docs' || path.startsWith('/docs/')
     reply.header('content-security-policy', docs ? DOCS_CSP : API_CSP)
   })
 }

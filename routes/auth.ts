@@ -91,6 +91,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/signup', {
     schema: {
+      operationId: 'signup',
       summary: 'Create an account',
       description: 'Creates a user. Starts no session: log in afterwards.',
       tags: ['auth'],
@@ -114,6 +115,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/login', {
     schema: {
+      operationId: 'login',
       summary: 'Log in and start a device session',
       description: 'Returns an access token; the refresh token goes in an HttpOnly cookie, and in the body when asked for.',
       tags: ['auth'],
@@ -175,6 +177,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/me', {
     preHandler: app.authenticate,
     schema: {
+      operationId: 'getMe',
       summary: 'The current user',
       tags: ['auth'],
       security: bearer,
@@ -189,6 +192,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/refresh', {
     preValidation: bodyIsOptional,
     schema: {
+      operationId: 'refresh',
       summary: 'Rotate the refresh token',
       description: 'Takes the refresh token from the body, else from the cookie. Returns a new access token; the successor refresh token goes in the cookie, and in the body when the token came in the body.',
       tags: ['auth'],
@@ -227,6 +231,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/logout', {
     preValidation: bodyIsOptional,
     schema: {
+      operationId: 'logout',
       summary: 'End this device session',
       description: 'Ends the session of the presented refresh token (body, else cookie) and clears the cookie. Answers 204 whether or not the token was live.',
       tags: ['auth'],
@@ -251,6 +256,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     preValidation: bodyIsOptional,
     preHandler: app.authenticate,
     schema: {
+      operationId: 'logoutAll',
       summary: 'End every session of the user',
       tags: ['auth'],
       security: bearer,
@@ -268,6 +274,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/sessions', {
     preHandler: app.authenticate,
     schema: {
+      operationId: 'listSessions',
       summary: "The user's live device sessions",
       tags: ['sessions'],
       security: bearer,
@@ -298,6 +305,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     preHandler: app.authenticate,
     schema: {
+      operationId: 'deleteSession',
       summary: 'End one of the user\'s sessions',
       tags: ['sessions'],
       security: bearer,
@@ -315,6 +323,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/password', {
     preHandler: app.authenticate,
     schema: {
+      operationId: 'changePassword',
       summary: 'Change the password',
       description: 'Requires the current password. Ends every other session of the user; this one keeps working.',
       tags: ['auth'],

@@ -9,6 +9,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // Liveness consults no store: it answers while the database or Redis is down.
   app.get('/', {
     schema: {
+      operationId: 'liveness',
       summary: 'Liveness',
       tags: ['health'],
       response: { 200: Type.Object({ status: Type.Literal('ready') }) }
@@ -17,6 +18,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/health/ready', {
     schema: {
+      operationId: 'readiness',
       summary: 'Readiness: every configured store answers',
       tags: ['health'],
       response: {
@@ -41,6 +43,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // Empty under HS256 (a shared secret has nothing public); the Ed25519 keys under EdDSA.
   app.get('/.well-known/jwks.json', {
     schema: {
+      operationId: 'getJwks',
       summary: 'Public keys that verify access tokens',
       tags: ['health'],
       response: {
