@@ -1,0 +1,111 @@
+// Summarises a V8 .cpuprofile (node --cpu-prof): where the samples fall, by function (self and
+// inclusive time) and by area (a package, Node internals, the app's own files, GC, idle).
+// Also usable on its own: node --import tsx bench/profile.ts <file.cpuprofile>
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+interface CallFrame { functionName: string, url: string, lineNumber: number }
+interface ProfileNode { id: number, callFrame: CallFrame, children?: number[] }
+export interface CpuProfile { nodes: ProfileNode[], samples: number[], timeDeltas: number[], startTime: number, endTime: number }
+
+export interface ProfileEntry { name: string, ms: number, share: number }
+export interface ProfileSummary {
+  totalMs: number
+  idleMs: number
+  busyMs: number
+  areas: ProfileEntry[]
+  self: ProfileEntry[]
+  inclusive: ProfileEntry[]
+}
+
+function area (frame: CallFrame): string {
+  const { url, functionName } = frame
+  if (url === '') return functionName.startsWith('(') ? functionName : '(native)'
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
+  if (pkg) return pkg[1] as string
+  if (url.startsWith('node:')) return 'node internals'
+  const app = /\/dist\/(.+)$/.exec(url)
+  return app ? `app: ${app[1]}` : url.replace(/^file:\/\//, '')
+}
+
+function frameName (frame: CallFrame): string {
+  const where = frame.url === '' ? '' : ` ${frame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/dist\//, 'dist/')}:${frame.lineNumber + 1}`
+  return `${frame.functionName || '(anonymous)'}${where}`
+}
+
+/**
+ * Only the samples between `fromMs` and `toMs` after the profile started (the profiler starts
+ * with the process, so these are offsets from its spawn) count: a scenario's profile leaves out
+ * the start-up and the shutdown.
+ */
+export function summarizeProfile (profile: CpuProfile, top = 20, window: { fromMs?: number, toMs?: number } = {}): ProfileSummary {
+  const fromUs = (window.fromMs ?? 0) * 1000
+  const toUs = (window.toMs ?? Infinity) * 1000
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]))
+  const parent = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
+
+  const self = new Map<string, number>()
+  const inclusive = new Map<string, number>()
+  const areas = new Map<string, number>()
+  let total = 0
+  let idle = 0
+  let elapsedUs = 0
+  profile.samples.forEach((id, i) => {
+    elapsedUs += profile.timeDeltas[i] ?? 0
+    if (elapsedUs < fromUs || elapsedUs > toUs) return
+    const ms = (profile.timeDeltas[i + 1] ?? 0) / 1000
+    const node = byId.get(id)
+    if (!node) return
+    total += ms
+    if (node.callFrame.functionName === '(idle)') {
+      idle += ms
+      return
+    }
+    const name = frameName(node.callFrame)
+    self.set(name, (self.get(name) ?? 0) + ms)
+    const a = area(node.callFrame)
+    areas.set(a, (areas.get(a) ?? 0) + ms)
+    const seen = new Set<string>()
+    for (let cursor: number | undefined = id; cursor !== undefined; cursor = parent.get(cursor)) {
+      const frame = byId.get(cursor)?.callFrame
+      if (!frame || frame.functionName === '(root)') continue
+      const key = frameName(frame)
+      if (seen.has(key)) continue
+      seen.add(key)
+      inclusive.set(key, (inclusive.get(key) ?? 0) + ms)
+    }
+  })
+  const busy = total - idle
+  const list = (map: Map<string, number>, n: number) => [...map].sort((a, b) => b[1] - a[1]).slice(0, n)
+    .map(([name, ms]) => ({ name, ms, share: busy > 0 ? ms / busy : 0 }))
+  return { totalMs: total, idleMs: idle, busyMs: busy, areas: list(areas, top), self: list(self, top), inclusive: list(inclusive, top) }
+}
+
+export function profileMarkdown (title: string, s: ProfileSummary): string {
+  const table = (heading: string, entries: ProfileEntry[]) => [
+    `| ${heading} | ms | % of busy |`, '|---|---:|---:|',
+    ...entries.map((e) => `| \`${e.name.replaceAll('|', '\\|')}\` | ${e.ms.toFixed(0)} | ${(e.share * 100).toFixed(1)} |`)
+  ].join('\n')
+  return [
+    `### ${title}`,
+    '',
+    `Sampled ${(s.totalMs / 1000).toFixed(1)} s: busy ${(s.busyMs / 1000).toFixed(1)} s, idle ${(s.idleMs / 1000).toFixed(1)} s (main thread only; argon2 runs on the libuv pool and is not sampled).`,
+    '',
+    table('area', s.areas.slice(0, 12)),
+    '',
+    table('function (self time)', s.self.slice(0, 15)),
+    '',
+    table('function (inclusive time)', s.inclusive.slice(0, 20)),
+    ''
+  ].join('\n')
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const file = process.argv[2]
+  if (!file) {
+    process.stderr.write('usage: node --import tsx bench/profile.ts <file.cpuprofile>\n')
+    process.exit(2)
+  }
+  process.stdout.write(profileMarkdown(file, summarizeProfile(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile)))
+}
