@@ -660,8 +660,9 @@ async function main (): Promise<number> {
     const elapsed = performance.now() - phaseStart
     if (elapsed - lastReport >= 60_000) {
       lastReport = elapsed
-      const bucket = minutes.at(-1)
-      console.error(`soak: ${round(elapsed / 60_000, 1)} min, ${started} ops started, ${serverErrors} 5xx, ${lostSessions} lost, ${unexpectedCount} unexpected, RSS ${rss.at(-1)?.mib ?? '?'} MiB, last minute p99 ${bucket === undefined ? '?' : summarise(bucket.lat).p99} ms`)
+      // The minute just completed (the newest bucket has barely started).
+      const bucket = minutes.at(-2) ?? minutes.at(-1)
+      console.error(`soak: ${round(elapsed / 60_000, 1)} min, ${started} ops started, ${serverErrors} 5xx, ${lostSessions} lost, ${unexpectedCount} unexpected, RSS ${rss.at(-1)?.mib ?? '?'} MiB, previous minute p99 ${bucket === undefined ? '?' : summarise(bucket.lat).p99} ms`)
     }
     await sleep(5)
   }
