@@ -1,5 +1,7 @@
 // Builds the service from a Config. The only place that knows the order of plugins and routes.
 import { randomUUID } from 'node:crypto'
+import { Server } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import cookie from '@fastify/cookie'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
@@ -35,6 +37,13 @@ export interface BuildOptions {
 }
 
 export const BODY_LIMIT = 1_048_576
+
+// How long open connections may still bring requests (answered 503) after shutdown begins.
+const SHUTDOWN_DRAIN_MS = 1000
+
+function openConnections (server: Server): Promise<number> {
+  return new Promise((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))
+}
 
 // Secrets never reach the logs, whatever a future serializer includes.
 export const LOG_REDACT = [
@@ -99,8 +108,19 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // Before every other hook and route, so each response is counted (API.md §12.3).
   await app.register(metricsPlugin)
 
+  // Shutdown (API.md §1.1): stop accepting connections at once, but keep the open ones for a
+  // moment, answering whatever arrives on them with 503 and `Connection: close`. Closing idle
+  // keep-alive connections straight away (what server.close() does) would reset a request a
+  // client is sending at that instant. Then Fastify closes what is left.
   let closing = false
-  app.addHook('preClose', async () => { closing = true })
+  app.addHook('preClose', async () => {
+    closing = true
+    const server = app.server
+    if (!server.listening) return
+    Server.prototype.close.call(server) // net.Server's close: no new connections, open ones kept
+    const deadline = Date.now() + SHUTDOWN_DRAIN_MS
+    while (Date.now() < deadline && await openConnections(server) > 0) await sleep(50)
+  })
   app.addHook('onRequest', async (request, reply) => {
     // Fastify has already set `Connection: close` on requests that arrive while closing.
     if (closing) throw new ProblemError('service_unavailable', { detail: 'The service is shutting down.' })
