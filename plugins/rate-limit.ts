@@ -7,9 +7,10 @@
 //   spread over many addresses; the first, lower one means a stranger's failures from one
 //   address block that address only, and the owner logs in from elsewhere (OWASP ASVS 5.0
 //   V6.3, "account lockout" without a permanent lock). Windows end by themselves.
-// Both fail open: when the store is down the request goes on and meets the 503 of its own
-// store access. After a failure the counters are skipped for a moment, so a store that hangs
-// costs one timeout, not one per limiter, within the 5 s of API.md §9.
+// The per-IP limit fails open: when the store is down the request goes on and meets the 503 of
+// its own store access. A login or password change needs the store anyway, so it answers 503
+// before any password is checked. After a failure the counters are skipped for a moment, so a
+// store that hangs costs one timeout, not one per limiter, within the 5 s of API.md §9.
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -59,10 +60,15 @@ function createLoginThrottle (counted: ReturnType<typeof failOpen>, max: number,
      * Before a password is checked: counts the attempt as a failure in advance and returns 0,
      * or, when the email is throttled for this client, counts nothing and returns the time
      * left. Counting first makes the limit hold under concurrency: at most LOGIN_FAIL_MAX
-     * guesses are ever checked, however many arrive at once.
+     * guesses are ever checked, however many arrive at once. Throws 503 when the counters
+     * cannot be reached: checking the password anyway would answer uncounted guesses 401
+     * (and the right one 503) for as long as the store is down.
      */
-    attempt: (email: string, request: FastifyRequest): Promise<number> =>
-      counted((counters) => counters.reserve(`login:${email}`, limits(email, request), windowMs), 0),
+    attempt: async (email: string, request: FastifyRequest): Promise<number> => {
+      const wait = await counted((counters) => counters.reserve(`login:${email}`, limits(email, request), windowMs), null)
+      if (wait === null) throw new ProblemError('service_unavailable')
+      return wait
+    },
     /** The attempt ended before its password was judged (an outage): it does not count. */
     release: (email: string, request: FastifyRequest): Promise<void> => counted(async (counters) => {
       await counters.release(`login:${email}`, limits(email, request).map(({ key }) => key))

@@ -19,9 +19,9 @@ const COUNTER_TIMEOUT_MS = 1000
 // Expired rows of other users a login deletes on its way.
 const SWEEP_BATCH = 100
 
-// Session ids are UUIDs; anything else (a path parameter) names no session, and must not
+// Session ids are lower-case UUIDs (as in tokens and Redis keys); anything else (a path parameter) names no session, and must not
 // reach the uuid column, where it is a type error rather than "no such row".
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const isUuid = (id: string) => UUID.test(id)
 
 const notExpired = () => gt(sessions.expiresAt, sql`clock_timestamp()`)

@@ -70,6 +70,10 @@ t.test('Redis outage, recovery, empty restart and slowness', async (t) => {
 
       const cases: Array<[string, () => Promise<Answer>]> = [
         ['login', () => login(email)],
+        // No password oracle while the throttle's counters are down: a wrong password is a 503
+        // too, not an uncounted 401 (API.md §8).
+        ['login with a wrong password', () => call(base, 'POST', '/api/v1/auth/login', { json: { email, password: 'wrong horse battery staple' } })],
+        ['login of an unknown email', () => call(base, 'POST', '/api/v1/auth/login', { json: { email: uniqueEmail(), password: PASSWORD } })],
         ['refresh (body)', () => refresh(s1.refresh)],
         ['refresh (cookie)', () => call(base, 'POST', '/api/v1/auth/refresh', { cookie: `refresh_token=${s1.refresh}` })],
         ['me', () => me(s1.access)],
