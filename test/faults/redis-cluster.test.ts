@@ -117,7 +117,7 @@ t.test('session store contract on the cluster', async (t) => {
     return parts.join('\n')
   }
 
-  await t.test('contract', async (t) => sessionStoreContract(t, { store, storedText }))
+  await t.test('contract', async (t) => sessionStoreContract(t, { store, storedText, withSettings: (settings) => createRedisSessionStore(client, prefix, settings) }))
 
   await t.test('one slot per user; users spread over more than one master', async (t) => {
     const users = Array.from({ length: 30 }, () => randomUUID())

@@ -24,7 +24,7 @@ function suite (t: Test, db: Database) {
     const rows = await queryRows<{ row: string }>(db, sql`select row_to_json(s)::text as row from sessions s where user_id = ${userId}`)
     return rows.map((r) => r.row).join('\n')
   }
-  sessionStoreContract(t, { store, storedText })
+  sessionStoreContract(t, { store, storedText, withSettings: (settings) => createDatabaseSessionStore(db, settings) })
 
   t.test('expired rows are deleted by later logins', async (t) => {
     const userId = randomUUID()

@@ -45,7 +45,7 @@ async function storedText (userId: string): Promise<string> {
   return parts.join('\n')
 }
 
-t.test('contract', async (t) => sessionStoreContract(t, { store, storedText }))
+t.test('contract', async (t) => sessionStoreContract(t, { store, storedText, withSettings: (settings) => createRedisSessionStore(redis, PREFIX, settings) }))
 
 t.test('key layout and TTLs', async (t) => {
   const userId = randomUUID()
