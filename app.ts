@@ -8,6 +8,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import ajvFormats from 'ajv-formats'
 import { usesRedis, type Config } from './config.ts'
+import { requestPath } from './lib/request-path.ts'
 import authPlugin from './plugins/auth.ts'
 import corsPlugin, { corsHeaders } from './plugins/cors.ts'
 import dbPlugin, { type DbPluginOptions } from './plugins/db.ts'
@@ -59,7 +60,7 @@ function addEmailFormat (ajv: { addFormat (name: string, format: { type: 'string
 
 // API.md §2.3: nothing under the auth API may be cached.
 function cacheHeaders (url: string): Record<string, string> {
-  return url.startsWith(AUTH_PREFIX) ? { 'cache-control': 'no-store' } : {}
+  return requestPath(url).startsWith(AUTH_PREFIX) ? { 'cache-control': 'no-store' } : {}
 }
 
 export function createLogger (level: string): FastifyBaseLogger {
@@ -122,9 +123,13 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     while (Date.now() < deadline && await openConnections(server) > 0) await sleep(50)
   })
   app.addHook('onRequest', async (request, reply) => {
-    // Fastify has already set `Connection: close` on requests that arrive while closing.
-    if (closing) throw new ProblemError('service_unavailable', { detail: 'The service is shutting down.' })
     reply.headers(cacheHeaders(request.url))
+    // Fastify has already set `Connection: close` on requests that arrive while closing. This
+    // hook runs before the CORS plugin's, so the 503 carries CORS headers itself.
+    if (closing) {
+      reply.headers(corsHeaders(config.CORS_ORIGINS, request.headers.origin))
+      throw new ProblemError('service_unavailable', { detail: 'The service is shutting down.' })
+    }
   })
   // A request that was in flight when shutdown began closes its keep-alive connection after
   // answering, so the server can finish closing.

@@ -87,7 +87,8 @@ const redisUrl: Setting<string | undefined> = {
     if (blank(raw)) return undefined
     const url = raw.trim()
     if (!/^rediss?:\/\/./i.test(url)) fail(name, 'must be a redis:// or rediss:// URL')
-    return url
+    // ioredis turns TLS on only for a lower-case `rediss://`: REDISS:// would connect in clear.
+    return url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase())
   }
 }
 
@@ -183,7 +184,9 @@ export type Signing =
   | { alg: 'HS256', secret: string }
   | { alg: 'EdDSA', privateKey: KeyObject, previousPublicKeys: KeyObject[] }
 
-type SecretSettings = 'JWT_SECRET' | 'JWT_PRIVATE_KEY' | 'JWT_PREVIOUS_PUBLIC_KEYS' | 'REFRESH_TOKEN_KEY'
+// Settings whose text only builds `signing` and `refreshKeySource`; Config does not carry them.
+const SECRET_SETTINGS = ['JWT_SECRET', 'JWT_PRIVATE_KEY', 'JWT_PREVIOUS_PUBLIC_KEYS', 'REFRESH_TOKEN_KEY'] as const
+type SecretSettings = typeof SECRET_SETTINGS[number]
 
 export type Config = Omit<Parsed, SecretSettings> & {
   signing: Signing
@@ -226,9 +229,9 @@ export function parseConfig (env: Record<string, string | undefined>): { config:
     warnings.push('CORS_ORIGINS=* under APP_ENV=prod: any web page may call this API with a Bearer token. List your origins.')
   }
 
-  // The secrets' raw text goes no further: only the keys made from them do.
+  // The secret settings live on only as `signing` and `refreshKeySource`, in one place each.
   const rest: Partial<Parsed> = { ...parsed }
-  for (const name of ['JWT_SECRET', 'JWT_PRIVATE_KEY', 'JWT_PREVIOUS_PUBLIC_KEYS', 'REFRESH_TOKEN_KEY'] as const) delete rest[name]
+  for (const name of SECRET_SETTINGS) delete rest[name]
   return { config: { ...rest as Omit<Parsed, SecretSettings>, signing, refreshKeySource }, warnings }
 }
 

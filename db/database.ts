@@ -62,7 +62,7 @@ export const MIGRATIONS_FOLDER = join(PROJECT_ROOT, 'db', 'migrations')
 // Any fixed 64-bit number; instances starting together take turns on it.
 const MIGRATION_LOCK = 4_242_001_337
 
-export class ForeignSchemaError extends Error {}
+class ForeignSchemaError extends Error {}
 
 /** The rows of a raw query, whichever driver runs it (postgres.js: an array; PGlite: `.rows`). */
 export async function queryRows<T> (db: Database, query: SQL): Promise<T[]> {
@@ -152,8 +152,9 @@ const UNAVAILABLE_CODES = new Set([
  */
 export function isDatabaseUnavailable (error: unknown): boolean {
   const code = codeOf(error) ?? ''
-  // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57 (operator intervention).
-  return UNAVAILABLE_CODES.has(code) || /^(08|53|57)[0-9A-Z]{3}$/.test(code)
+  // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57 (operator intervention),
+  // 40 (serialization failure, deadlock: retrying helps) and 25006 (read-only after a failover).
+  return UNAVAILABLE_CODES.has(code) || /^(08|53|57|40)[0-9A-Z]{3}$/.test(code) || code === '25006'
 }
 
 /** The driver's error code (SQLSTATE or system code), looking through Drizzle's wrapper. */

@@ -12,13 +12,9 @@ import { withTimeout } from '../lib/timeout.ts'
 import { applyMigrations, type Database, type DatabaseConnection, type Logger } from './database.ts'
 import * as schema from './schema.ts'
 
-export function describeEmbedded (dataDir: string): string {
-  return `the embedded database at ${dataDir}`
-}
-
 export async function openEmbeddedDatabase (dataDir: string, options: { migrate: boolean, log: Logger }): Promise<DatabaseConnection> {
   const release = lockDataDir(dataDir)
-  const describe = describeEmbedded(dataDir)
+  const describe = `the embedded database at ${dataDir}`
   let client: PGlite | undefined
   try {
     client = await PGlite.create(join(dataDir, 'pgdata'))

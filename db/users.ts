@@ -1,5 +1,5 @@
 // The users table, as the routes need it. Availability failures become 503 (see `guarded`).
-import { eq } from 'drizzle-orm'
+import { and, eq } from 'drizzle-orm'
 import { guarded, type Database } from './database.ts'
 import { users, type User } from './schema.ts'
 
@@ -16,8 +16,14 @@ export function createUserRepository (db: Database) {
       return rows[0] ?? null
     },
 
-    async updatePasswordHash (id: string, passwordHash: string): Promise<void> {
-      await guarded(db.update(users).set({ passwordHash }).where(eq(users.id, id)))
+    /**
+     * Replaces the password hash only while it is still `from`, so that neither a concurrent
+     * change nor an undo can overwrite another change; false when it was not `from`.
+     */
+    async replacePasswordHash (id: string, from: string, to: string): Promise<boolean> {
+      const rows = await guarded(db.update(users).set({ passwordHash: to })
+        .where(and(eq(users.id, id), eq(users.passwordHash, from))).returning({ id: users.id }))
+      return rows.length > 0
     },
 
     async findById (id: string): Promise<User | null> {

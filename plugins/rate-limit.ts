@@ -22,7 +22,7 @@ import { ProblemError } from './errors.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     loginThrottle: ReturnType<typeof createLoginThrottle>
-    countedFailOpen: ReturnType<typeof failOpen>
+    ipCounters: ReturnType<typeof failOpen>
   }
 }
 
@@ -82,18 +82,18 @@ function createLoginThrottle (counted: ReturnType<typeof failOpen>, max: number,
 
 async function rateLimitPlugin (app: FastifyInstance): Promise<void> {
   const { config } = app
-  const counted = failOpen(app.sessions.counters, app.log)
-  app.decorate('countedFailOpen', counted)
-  app.decorate('loginThrottle', createLoginThrottle(counted, config.LOGIN_FAIL_MAX, config.LOGIN_FAIL_WINDOW_SECONDS * 1000))
+  // Each limiter steps aside on its own: a slow per-IP count must not turn logins into 503s.
+  app.decorate('ipCounters', failOpen(app.sessions.counters, app.log))
+  app.decorate('loginThrottle', createLoginThrottle(failOpen(app.sessions.counters, app.log), config.LOGIN_FAIL_MAX, config.LOGIN_FAIL_WINDOW_SECONDS * 1000))
 }
 
-/** Decorates `loginThrottle` (and the fail-open counters the per-IP limit shares). */
+/** Decorates `loginThrottle` (and `ipCounters`, the per-IP limit's fail-open counters). */
 export const rateLimits = fp(rateLimitPlugin, { name: 'rate-limits', fastify: '5.x', dependencies: ['sessions'] })
 
 async function ipRateLimitPlugin (app: FastifyInstance): Promise<void> {
   const max = app.config.RATE_LIMIT_IP_PER_MINUTE
   if (max === 0) return
-  const counted = app.countedFailOpen
+  const counted = app.ipCounters
   // @fastify/rate-limit's store interface, over the session store's counters. Failures are
   // absorbed by `counted` (count 0: not limited).
   class SessionStoreCounters {

@@ -5,6 +5,7 @@
 import helmet from '@fastify/helmet'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { requestPath } from '../lib/request-path.ts'
 
 // A JSON API loads nothing and may be framed by nobody.
 export const API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -29,7 +30,7 @@ async function securityHeaders (app: FastifyInstance): Promise<void> {
     strictTransportSecurity: false
   })
   app.addHook('onRequest', async (request, reply) => {
-    const path = request.url.split('?', 1)[0] ?? ''
+    const path = requestPath(request.url)
     const docs = path === '/docs' || path.startsWith('/docs/')
     reply.header('content-security-policy', docs ? DOCS_CSP : API_CSP)
   })

@@ -351,12 +351,15 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     checkPasswordPolicy(newPassword, user, 'new_password')
     const passwordHash = await app.passwords.hash(newPassword)
     // A 503 must change nothing (API.md §12.1): the password first, then the other sessions;
-    // when ending them fails, the old password is put back.
-    await app.users.updatePasswordHash(principal.userId, passwordHash)
+    // when ending them fails, the old password is put back (unless it changed again since).
+    if (!await app.users.replacePasswordHash(principal.userId, user.passwordHash, passwordHash)) {
+      // Changed by a concurrent request since it was read: the current password is no longer it.
+      throw new ProblemError('invalid_credentials', { status: 403 })
+    }
     try {
       await app.sessions.revokeOthers(principal.userId, principal.sessionId)
     } catch (error) {
-      await app.users.updatePasswordHash(principal.userId, user.passwordHash)
+      await app.users.replacePasswordHash(principal.userId, passwordHash, user.passwordHash).catch(() => {})
       throw error
     }
     audit(request, 'password_changed', { outcome: 'ok', ...principal })

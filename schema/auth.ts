@@ -15,7 +15,6 @@ export const SignupBodySchema = Type.Object({
   password: NewPasswordSchema,
   name: NameSchema
 }, { additionalProperties: false })
-export type SignupBody = Static<typeof SignupBodySchema>
 
 export const LoginBodySchema = Type.Object({
   email: EmailSchema,
@@ -23,12 +22,10 @@ export const LoginBodySchema = Type.Object({
   return_refresh_in_body: Type.Optional(Type.Boolean({ default: false, description: 'Also return the refresh token in the body' })),
   device_name: Type.Optional(DeviceNameSchema)
 }, { additionalProperties: false })
-export type LoginBody = Static<typeof LoginBodySchema>
 
 export const RefreshBodySchema = Type.Object({
   refresh_token: Type.Optional(RefreshTokenSchema)
 }, { additionalProperties: false, description: 'Optional: without refresh_token the refresh_token cookie is used' })
-export type RefreshBody = Static<typeof RefreshBodySchema>
 
 export const PasswordChangeBodySchema = Type.Object({
   current_password: PasswordSchema,
@@ -56,13 +53,11 @@ export const LoginResponseSchema = Type.Object({
   user: Type.Object({ id: UserIdSchema, email: Type.String({ format: 'email' }), name: Type.String() }),
   refresh_token: Type.Optional(Type.String({ description: 'Present when requested, or when the cookie is disabled' }))
 })
-export type LoginResponse = Static<typeof LoginResponseSchema>
 
 export const RefreshResponseSchema = Type.Object({
   ...tokenMembers,
   refresh_token: Type.Optional(Type.String({ description: 'The successor, present when the token came in the body' }))
 })
-export type RefreshResponse = Static<typeof RefreshResponseSchema>
 
 export const SessionSchema = Type.Object({
   id: Type.String({ description: 'Session id (the sid claim of its access tokens)' }),

@@ -41,7 +41,7 @@ export const DeviceNameSchema = Type.String({ minLength: 1, maxLength: 100, patt
 export const UserIdSchema = Type.String({ format: 'uuid', description: 'User id (canonical lower-case UUID)' })
 export const TimestampSchema = Type.String({ format: 'date-time', description: 'ISO 8601 UTC with milliseconds' })
 
-export const FieldErrorSchema = Type.Object({ field: Type.String(), message: Type.String() })
+const FieldErrorSchema = Type.Object({ field: Type.String(), message: Type.String() })
 
 const problemMembers = {
   type: Type.String({ description: 'URI reference of the problem type' }),
@@ -59,7 +59,7 @@ export const ProblemSchema = Type.Object(problemMembers, {
 })
 export type ProblemBody = Static<typeof ProblemSchema> & Record<string, unknown>
 
-export const StoreStateSchema = Type.Union([Type.Literal('up'), Type.Literal('down')])
+const StoreStateSchema = Type.Union([Type.Literal('up'), Type.Literal('down')])
 export const ChecksSchema = Type.Object({ postgres: StoreStateSchema, redis: Type.Optional(StoreStateSchema) })
 
 export const ReadinessProblemSchema = Type.Object({ ...problemMembers, checks: ChecksSchema }, {

@@ -206,7 +206,9 @@ export function createRedisSessionStore (redis: Redis | Cluster, keyPrefix: stri
       // A refused deadline may mean this host's clock stepped: measure the offset again.
       if (error instanceof Error && error.message.startsWith('LATE')) measureClock()
       // Any Redis failure (refused, timed out, LOADING, READONLY, ...) is an outage, never a 500.
-      throw unavailable(error)
+      // ioredis attaches the command and its arguments (token hashes, ids, user agents) to
+      // its errors: only the message goes on to the log.
+      throw unavailable(new Error(error instanceof Error ? error.message : String(error)))
     }
   }
 

@@ -23,6 +23,8 @@ t.test('booleans, integers, URLs, origins and proxies', async (t) => {
   for (const value of ['false', '0', 'no', 'OFF']) t.equal(parseConfig({ ...required, REFRESH_IN_COOKIE: value }).config.REFRESH_IN_COOKIE, false, value)
   t.equal(parseConfig({ ...required, DATABASE_URL: 'postgresql+asyncpg://developer:devpassword@postgres:5432/developer' }).config.DATABASE_URL,
     'postgresql://developer:devpassword@postgres:5432/developer', 'the FastAPI URL form is accepted')
+  t.equal(parseConfig({ ...required, REDIS_URL: 'REDISS://h:6380' }).config.REDIS_URL, 'rediss://h:6380',
+    'an upper-case scheme is lower-cased: ioredis enables TLS for rediss:// only')
   t.same(parseConfig({ ...required, CORS_ORIGINS: ' http://localhost:3000 , http://127.0.0.1:5173' }).config.CORS_ORIGINS, ['http://localhost:3000', 'http://127.0.0.1:5173'])
   t.same(parseConfig({ ...required, TRUST_PROXY: '10.0.0.0/8, 127.0.0.1' }).config.TRUST_PROXY, ['10.0.0.0/8', '127.0.0.1'])
   t.equal(parseConfig({ ...required, TRUST_PROXY: '2' }).config.TRUST_PROXY, 2)

@@ -37,7 +37,9 @@ t.test('errors and headers', async (t) => {
       ['signup', await inject('signup', { method: 'POST', url: `${AUTH}/signup`, payload: { email, password: PASSWORD, name: 'Ada' } }), 201],
       ['login', await inject('login', { method: 'POST', url: `${AUTH}/login`, payload: { email, password: PASSWORD, return_refresh_in_body: true } }), 200],
       ['me', await inject('me', { method: 'GET', url: `${AUTH}/me`, headers: bearer }), 200],
-      ['sessions', await inject('sessions', { method: 'GET', url: `${AUTH}/sessions`, headers: bearer }), 200]
+      ['sessions', await inject('sessions', { method: 'GET', url: `${AUTH}/sessions`, headers: bearer }), 200],
+      // Routed like /api/v1/auth/me: the header follows the decoded path, not the raw URL.
+      ['me, percent-encoded path', await inject('me', { method: 'GET', url: '/api/v1/%61uth/me', headers: bearer }), 200]
     ]
     const refresh = await inject('refresh', { method: 'POST', url: `${AUTH}/refresh`, payload: { refresh_token: checks[1]![1].json().refresh_token } })
     checks.push(['refresh', refresh, 200])
