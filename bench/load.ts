@@ -1,6 +1,7 @@
 // One load run: autocannon (programmatic API, in this process) against one port, with the
 // latency of every 2xx response kept to the microsecond for exact percentiles.
 import autocannon from 'autocannon'
+import type { CpuUse } from './cpu.ts'
 
 export interface Plan {
   method: 'GET' | 'POST'
@@ -28,6 +29,8 @@ export interface RunStats {
   max: number
   /** autocannon's own p99 (whole ms; corrected for coordinated omission when rate-limited). */
   autocannonP99: number
+  /** Where the CPU went during the run. */
+  cpu?: CpuUse
 }
 
 export function percentile (sorted: ArrayLike<number>, p: number): number {

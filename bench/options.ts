@@ -26,7 +26,7 @@ export interface BenchOptions {
   starts: number
   /** Seconds between the end of the bench and the RSS reading. */
   rssWait: number
-  /** Rounds of the RSS replays (a fresh service with and without MALLOC_ARENA_MAX=2); 0 skips them. */
+  /** Rounds of the RSS replays (fresh services: default malloc, MALLOC_ARENA_MAX=2, a fixed mmap threshold); 0 skips them. */
   rssReplayRounds: number
   databaseUrl: string
   /** The maintenance database through which the bench database is dropped and created. */
@@ -42,9 +42,9 @@ export interface BenchOptions {
 const FULL = {
   rounds: 3,
   duration: 10,
-  warmup: 3,
+  warmup: 2,
   scaleUsers: 100_000,
-  starts: 7,
+  starts: 5,
   rssWait: 10,
   rssReplayRounds: 1
 }
@@ -77,7 +77,8 @@ const HELP = `Usage: npm run bench -- [flags]
   --me-tokens N           distinct access tokens cycled by /me (BENCH_ME_TOKENS; 10000)
   --starts N              start-up measurements (BENCH_STARTS; full: ${FULL.starts})
   --rss-wait S            seconds before reading RSS after the bench (BENCH_RSS_WAIT; 10)
-  --rss-replay-rounds N   rounds of the MALLOC_ARENA_MAX comparison, 0 = skip (BENCH_RSS_REPLAY_ROUNDS; full: ${FULL.rssReplayRounds})
+  --rss-replay-rounds N   rounds of the malloc comparison (fresh services: default,
+                          MALLOC_ARENA_MAX=2, MALLOC_MMAP_THRESHOLD_), 0 = skip (BENCH_RSS_REPLAY_ROUNDS; full: ${FULL.rssReplayRounds})
   --profile SCENARIO      run one scenario against a service under --cpu-prof and summarise the
                           profile: ${PROFILE_SCENARIOS.join(', ')}
   --keep                  keep the bench database and Redis keys afterwards

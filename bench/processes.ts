@@ -192,9 +192,50 @@ export async function runArgon2 (mode: 'hash' | 'verify', concurrency: number, s
   return JSON.parse(text) as Argon2Run
 }
 
-/** Resident and peak resident memory of a process in MiB (Linux /proc). */
-export function memoryOf (pid: number): { rssMiB: number, peakMiB: number } {
+export interface Memory {
+  rssMiB: number
+  peakMiB: number
+  /** RSS by kind of mapping, MiB (from /proc/<pid>/smaps). */
+  breakdown: Record<string, number>
+}
+
+const ARENA_KIB = 64 * 1024 // glibc's HEAP_MAX_SIZE: a thread arena reserves 64 MiB, the unused part PROT_NONE
+
+/**
+ * RSS by kind of mapping: the node binary, other files, the main malloc arena ([heap]), thread
+ * malloc arenas (an anonymous rw-p mapping followed by a ---p one, 64 MiB together: glibc's
+ * layout, where argon2's 19 MiB blocks land) and the remaining anonymous memory (V8's heap,
+ * Buffers and the rest).
+ */
+function smapsBreakdown (pid: number): Record<string, number> {
+  const mappings: Array<{ kib: number, perms: string, path: string, rss: number }> = []
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const header = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line)
+    if (header) {
+      mappings.push({ kib: (parseInt(header[2] as string, 16) - parseInt(header[1] as string, 16)) / 1024, perms: header[3] as string, path: header[4] ?? '', rss: 0 })
+      continue
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line)
+    const last = mappings[mappings.length - 1]
+    if (rss && last) last.rss = Number(rss[1])
+  }
+  const out: Record<string, number> = {}
+  const add = (kind: string, kib: number) => { out[kind] = (out[kind] ?? 0) + kib / 1024 }
+  mappings.forEach((m, i) => {
+    const next = mappings[i + 1]
+    if (m.path === process.execPath || m.path.endsWith('/bin/node')) add('node binary', m.rss)
+    else if (m.path === '[heap]') add('main malloc arena ([heap])', m.rss)
+    else if (m.path.startsWith('/')) add('other files (libraries)', m.rss)
+    else if (m.path === '' && m.perms.startsWith('rw') && next?.path === '' && next.perms.startsWith('---') && m.kib + next.kib === ARENA_KIB) add('thread malloc arenas', m.rss)
+    else if (m.path === '') add('other anonymous (V8 heap, Buffers, ...)', m.rss)
+    else add('other', m.rss)
+  })
+  return out
+}
+
+/** Resident and peak resident memory of a process in MiB, and where it lies (Linux /proc). */
+export function memoryOf (pid: number): Memory {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN)
-  return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024 }
+  return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024, breakdown: smapsBreakdown(pid) }
 }

@@ -82,6 +82,47 @@ export function summarizeProfile (profile: CpuProfile, top = 20, window: { fromM
   return { totalMs: total, idleMs: idle, busyMs: busy, areas: list(areas, top), self: list(self, top), inclusive: list(inclusive, top) }
 }
 
+/** Per slice of `sliceMs`: how busy the main thread was and which areas took the time. */
+export function profileTimeline (profile: CpuProfile, sliceMs: number, toMs = Infinity): string {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]))
+  const parent = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
+  // The innermost frame of a package or of the app's own code: module loading (only Node's
+  // loader on the stack) stays `node internals`, schema compilation shows as ajv or
+  // fast-json-stringify, and native work is charged to the package that asked for it.
+  const owner = (id: number): string => {
+    for (let cursor: number | undefined = id; cursor !== undefined; cursor = parent.get(cursor)) {
+      const frame = byId.get(cursor)?.callFrame
+      if (frame && frame.url !== '' && !frame.url.startsWith('node:')) return area(frame)
+    }
+    const frame = byId.get(id)?.callFrame
+    return frame ? area(frame) : '?'
+  }
+  const slices: Array<{ idle: number, total: number, areas: Map<string, number> }> = []
+  let elapsedUs = 0
+  profile.samples.forEach((id, i) => {
+    elapsedUs += profile.timeDeltas[i] ?? 0
+    if (elapsedUs > toMs * 1000) return
+    const ms = (profile.timeDeltas[i + 1] ?? 0) / 1000
+    const slice = (slices[Math.floor(elapsedUs / 1000 / sliceMs)] ??= { idle: 0, total: 0, areas: new Map() })
+    slice.total += ms
+    const frame = byId.get(id)?.callFrame
+    if (frame?.functionName === '(idle)') {
+      slice.idle += ms
+      return
+    }
+    const key = owner(id)
+    slice.areas.set(key, (slice.areas.get(key) ?? 0) + ms)
+  })
+  const lines = ['| ms | busy % | mostly |', '|---|---:|---|']
+  slices.forEach((slice, i) => {
+    if (!slice) return
+    const top = [...slice.areas].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([name, ms]) => `${name} ${ms.toFixed(0)}`).join(', ')
+    lines.push(`| ${i * sliceMs}–${(i + 1) * sliceMs} | ${(100 * (slice.total - slice.idle) / Math.max(1e-9, slice.total)).toFixed(0)} | ${top} |`)
+  })
+  return lines.join('\n')
+}
+
 export function profileMarkdown (title: string, s: ProfileSummary): string {
   const table = (heading: string, entries: ProfileEntry[]) => [
     `| ${heading} | ms | % of busy |`, '|---|---:|---:|',

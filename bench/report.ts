@@ -103,3 +103,24 @@ export function targetsTable (targets: Target[]): string {
   for (const t of targets) out.push(`| ${t.name} | ${t.goal} | ${t.measured}${t.note ? ` (${t.note})` : ''} | ${t.met ? 'yes' : '**no**'} |`)
   return out.join('\n')
 }
+
+/**
+ * CPU per answered request (medians over rounds): the measured process, the PostgreSQL
+ * backends serving it, Redis (the whole server) and the load generator; and how busy the
+ * machine was, with the part no process of the bench accounts for (other people's work).
+ */
+export function cpuTable (runs: Runs, rows: Row[]): string {
+  const out = [
+    '| scenario | measured process µs/req | PostgreSQL µs/req | Redis µs/req | load generator µs/req | machine busy % | other work, cores |',
+    '|---|---:|---:|---:|---:|---:|---:|'
+  ]
+  const us = (v: number) => Number.isFinite(v) ? v.toFixed(0) : '–'
+  for (const row of rows) {
+    const list = (runs.get(row.key) ?? []).map((r) => r.cpu).filter((c) => c !== undefined)
+    if (list.length === 0) continue
+    const m = (pick: (c: typeof list[number]) => number | null) => median(list.map((c) => pick(c) ?? NaN))
+    out.push(`| ${row.label} | ${us(m((c) => c.usPerRequest.target))} | ${us(m((c) => c.usPerRequest.postgres))} | ${us(m((c) => c.usPerRequest.redis))} | ` +
+      `${us(m((c) => c.usPerRequest.loadgen))} | ${fmt(m((c) => c.machineBusyPercent), 0)} | ${fmt(m((c) => c.cores.other), 2)} |`)
+  }
+  return out.join('\n')
+}

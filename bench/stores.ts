@@ -61,6 +61,10 @@ export interface BenchStores {
   seed (from: number, to: number, passwordHash: string): Promise<{ tokens: string[], users: number }>
   /** Redis bytes per session over a sample of the seeded sessions, or null without Redis. */
   sessionBytes (seeded: number, sample: number): Promise<SessionSample | null>
+  /** PIDs of the PostgreSQL backends of the service (application_name auth-api). */
+  postgresPids (): Promise<number[]>
+  /** Redis' CPU seconds so far (INFO cpu), or null without Redis. */
+  redisCpuSeconds (): Promise<number | null>
   /** Removes everything the bench made. */
   cleanup (): Promise<void>
   close (): Promise<void>
@@ -158,6 +162,13 @@ function serverStores (options: BenchOptions): BenchStores {
         fresh: { sessions: totals.fresh[0]!, meanBytes: mean(totals.fresh[1]!, totals.fresh[0]!) }
       }
     },
+    postgresPids: async () => (await query("select pid from pg_stat_activity where datname = $1 and application_name = 'auth-api'", [database]))
+      .map((row) => Number(row.pid)),
+    async redisCpuSeconds () {
+      const info = await redis.info('cpu')
+      const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN)
+      return field('used_cpu_user') + field('used_cpu_sys')
+    },
     async cleanup () {
       await sql?.end({ timeout: 5 })
       sql = undefined
@@ -223,6 +234,8 @@ function embeddedStores (): BenchStores {
       return { tokens, users: await countUsers(query) }
     }),
     sessionBytes: async () => null,
+    postgresPids: async () => [],
+    redisCpuSeconds: async () => null,
     async cleanup () {
       rmSync(dataDir, { recursive: true, force: true })
     },
