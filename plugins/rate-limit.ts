@@ -9,8 +9,8 @@
 //   V6.3, "account lockout" without a permanent lock). Windows end by themselves.
 // The per-IP limit fails open: when the store is down the request goes on and meets the 503 of
 // its own store access. A login or password change needs the store anyway, so it answers 503
-// before any password is checked. After a failure the counters are skipped for a moment, so a
-// store that hangs costs one timeout, not one per limiter, within the 5 s of API.md §9.
+// before any password is checked. After a failure the per-IP counters are skipped for a
+// moment, so a store that hangs costs one timeout, not two, within the 5 s of API.md §9.
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -33,17 +33,18 @@ export function tooManyRequests (ttlMs: number): ProblemError {
   return new ProblemError('too_many_requests', { headers: { 'retry-after': String(Math.max(1, Math.ceil(ttlMs / 1000))) } })
 }
 
-const SKIP_AFTER_FAILURE_MS = 1000
-
-/** The counters, failing open: on a store failure, `fallback` now and no store calls for a moment. */
-function failOpen (counters: CounterStore, log: FastifyInstance['log']) {
+/**
+ * The counters, failing open: on a store failure, `fallback` now, and no store calls for
+ * `skipMs` after it (so a hung store costs a request one timeout, not one per limiter).
+ */
+function failOpen (counters: CounterStore, log: FastifyInstance['log'], skipMs: number) {
   let skipUntil = 0
   return async <T>(work: (counters: CounterStore) => Promise<T>, fallback: T): Promise<T> => {
     if (Date.now() < skipUntil) return fallback
     try {
       return await work(counters)
     } catch (error) {
-      skipUntil = Date.now() + SKIP_AFTER_FAILURE_MS
+      skipUntil = Date.now() + skipMs
       log.warn({ err: error }, 'Rate-limit counters unavailable; not limiting')
       return fallback
     }
@@ -82,9 +83,11 @@ function createLoginThrottle (counted: ReturnType<typeof failOpen>, max: number,
 
 async function rateLimitPlugin (app: FastifyInstance): Promise<void> {
   const { config } = app
-  // Each limiter steps aside on its own: a slow per-IP count must not turn logins into 503s.
-  app.decorate('ipCounters', failOpen(app.sessions.counters, app.log))
-  app.decorate('loginThrottle', createLoginThrottle(failOpen(app.sessions.counters, app.log), config.LOGIN_FAIL_MAX, config.LOGIN_FAIL_WINDOW_SECONDS * 1000))
+  // Each limiter on its own: a slow per-IP count must not turn logins into 503s. The per-IP
+  // limit steps aside for a second after a failure; the throttle asks the store every time, as
+  // its failure ends the request at once (503) and a login must work as soon as the store does.
+  app.decorate('ipCounters', failOpen(app.sessions.counters, app.log, 1000))
+  app.decorate('loginThrottle', createLoginThrottle(failOpen(app.sessions.counters, app.log, 0), config.LOGIN_FAIL_MAX, config.LOGIN_FAIL_WINDOW_SECONDS * 1000))
 }
 
 /** Decorates `loginThrottle` (and `ipCounters`, the per-IP limit's fail-open counters). */
